@@ -1,0 +1,57 @@
+# sipwarden: two commands for a newcomer - `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+# A stamp per extra set, so every target is idempotent and re-installs only when pyproject changes.
+STAMP_RUN := $(VENV)/.installed-run
+STAMP_DEV := $(VENV)/.installed-dev
+STAMP_BENCH := $(VENV)/.installed-bench
+
+.PHONY: demo test lint typecheck unit bench fuzz clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP_RUN): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(STAMP_DEV): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@ $(STAMP_RUN)
+
+$(STAMP_BENCH): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[bench]'
+	touch $@
+
+# The main job on bundled data. For now: parse the bundled messages (exit 1 = the message is
+# invalid, which the scanner sample is on purpose; any other status fails the target).
+demo: $(STAMP_RUN)
+	@for f in examples/messages/*.sip; do \
+	  $(BIN)/sipwarden parse --format text "$$f"; rc=$$?; echo; \
+	  if [ $$rc -gt 1 ]; then exit $$rc; fi; \
+	done
+
+lint: $(STAMP_DEV)
+	$(BIN)/ruff check src tests bench fuzz
+	$(BIN)/ruff format --check src tests bench fuzz
+
+typecheck: $(STAMP_DEV)
+	$(BIN)/mypy
+
+unit: $(STAMP_DEV)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test: lint typecheck unit
+
+bench: $(STAMP_BENCH)
+	$(PY) bench/parse.py
+
+fuzz: $(STAMP_DEV)
+	$(PY) -m pip install --quiet -e '.[fuzz]'
+	$(PY) fuzz/fuzz_parse.py fuzz/seeds -max_total_time=$${FUZZ_SECONDS:-60}
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
