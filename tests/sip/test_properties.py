@@ -8,6 +8,7 @@ no violations and give back the values they were built from.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,10 @@ from sipwarden.sip import (
     Response,
     SipParseError,
     parse_message,
+    parse_uri,
     to_bytes,
 )
+from sipwarden.sip.headers import header_key
 
 TORTURE = Path("/work/shared/corpus/torture")
 SEEDS_DIR = Path(__file__).resolve().parents[2] / "fuzz" / "seeds"
@@ -54,12 +57,16 @@ ACCESSORS = (
 
 def _exercise(msg: Request | Response, size: int) -> None:
     """Read every typed accessor and the defects; only SipParseError may escape any of them."""
-    names = (*ACCESSORS, "request_uri") if isinstance(msg, Request) else ACCESSORS
-    for name in names:
+    for name in ACCESSORS:
         try:
             getattr(msg, name)
         except SipParseError as exc:
             assert exc.code in ERROR_CODES
+            assert 0 <= exc.offset <= size
+    if isinstance(msg, Request):
+        try:
+            _ = msg.request_uri
+        except SipParseError as exc:
             assert 0 <= exc.offset <= size
     try:
         defects = msg.defects
@@ -139,10 +146,7 @@ HEADER_NAMES = [
     "X-Other",
 ]
 # The characters SIP grammar cares about, plus some it should never see.
-SIP_CHARS = (
-    "abcxyzAZ019 \t;:=,<>\"\\@%/.?&[]()*+-_'~!"
-    "\x00\x7f\u00e9\u0663\ud800"
-)
+SIP_CHARS = "abcxyzAZ019 \t;:=,<>\"\\@%/.?&[]()*+-_'~!\x00\x7f\u00e9\u0663\ud800"
 FRAGMENTS = [
     "SIP/2.0/UDP ",
     "sip:",
@@ -179,7 +183,7 @@ def sipish(draw: st.DrawFn) -> bytes:
     return raw.encode("utf-8", "surrogatepass") + body
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(sipish())
 def test_sip_shaped_garbage_parses_or_raises_sip_parse_error(data: bytes) -> None:
     check_contract(data)
@@ -245,7 +249,7 @@ def _seed_messages() -> list[bytes]:
 
 
 SEEDS = _seed_messages()
-SPECIAL = b"\x00\r\n \t:;,<>\"\\@%[]\xff\xc3\xa9"
+SPECIAL = b'\x00\r\n \t:;,<>"\\@%[]\xff\xc3\xa9'
 MUTATIONS = ("flip", "truncate", "dup_line", "nul", "crlf", "case", "special", "delete")
 
 
@@ -313,12 +317,6 @@ def test_fuzz_seeds_are_valid_messages() -> None:
         assert msg.violations == (), path.name
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: msg.defects raises ValueError for a Contact with a duplicated parameter "
-    "(name_addr fast path skips the duplicate check; checks._contact_param_problem calls "
-    "NameAddr.param, which raises)",
-)
 @pytest.mark.parametrize(
     "contact", ["<sip:a@example.com>;expires=1;expires=2", "<sip:a@example.com>;q=1;Q=0"]
 )
@@ -331,26 +329,27 @@ def test_duplicate_contact_parameter_keeps_the_defects_contract(contact: str) ->
     assert "invalid_header_value" in codes
 
 
-def test_junk_before_start_line_is_linear() -> None:
-    """A cheap parse for the attacker must be a cheap parse for us."""
-    import time
-
-    data = b"0" + b"x" * 20000
-    began = time.perf_counter()
-    with pytest.raises(SipParseError):
-        parse_message(data)
-    small = time.perf_counter() - began
-    assert small < 5.0  # the pathological case is below, marked
+def test_request_uri_error_code_is_a_registered_error_code() -> None:
+    msg = parse_message(b"OPTIONS sip:@bad SIP/2.0\r\nContent-Length: 0\r\n\r\n")
+    assert isinstance(msg, Request)
+    with pytest.raises(SipParseError) as err:
+        _ = msg.request_uri
+    assert err.value.code in ERROR_CODES
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: parser._find_start runs _LOOSE_START.search over the whole input; on junk "
-    "without a space ('0' + 'x'*N) the regex backtracks O(N^2): 64 KiB takes ~8 s",
-)
+def test_extension_method_starting_with_a_digit_parses() -> None:
+    data = (
+        b"42 sip:bob@example.com SIP/2.0\r\n"
+        b"Via : SIP/2.0/UDP h.example.com;branch=z9hG4bK1\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
+    msg = parse_message(data)
+    assert isinstance(msg, Request)
+    assert msg.method == "42"
+    assert "junk_before_start_line" not in {d.code for d in msg.defects}
+
+
 def test_junk_without_start_line_parses_in_linear_time() -> None:
-    import time
-
     timings = []
     for size in (4000, 16000):
         data = b"0" + b"x" * size
@@ -366,16 +365,18 @@ def test_junk_without_start_line_parses_in_linear_time() -> None:
 # --- (c)/(d) generated valid messages -------------------------------------------------------------
 
 TOKEN = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~"
-WORD = TOKEN + "()<>:\\\"/[]?{}"
+WORD = TOKEN + '()<>:\\"/[]?{}'
 USER_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.!~*'()&=+$,;?/"
 QDTEXT = "abc XYZ019,;:<>@!#$%&'()*+-./=?[]^_`{|}~\u00e9\u4e2d"
 
 tokens = st.text(TOKEN, min_size=1, max_size=10)
-labels = st.from_regex(r"\A[a-z0-9](?:[a-z0-9-]{0,6}[a-z0-9])?\Z", fullmatch=True)
+alnum = st.text("abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=6)
+labels = st.builds(lambda a, b: f"{a}-{b}" if b else a, alnum, st.one_of(st.just(""), alnum))
 hostnames = st.builds(
-    lambda parts, top: ".".join([*parts, top]),
+    lambda parts, first, rest: ".".join([*parts, first + rest]),
     st.lists(labels, max_size=3),
-    st.from_regex(r"\A[a-z][a-z0-9]{0,5}\Z", fullmatch=True),
+    st.sampled_from("abcxyz"),
+    st.text("abcz09", max_size=4),
 )
 ipv4 = st.tuples(*[st.integers(0, 255)] * 4).map(lambda t: ".".join(map(str, t)))
 ipv6 = st.integers(1, 0xFFFF).map(lambda n: f"[2001:db8::{n:x}]")
@@ -387,6 +388,17 @@ users = st.one_of(
 )
 
 
+COMPACT = {
+    "v": "Via",
+    "f": "From",
+    "t": "To",
+    "i": "Call-ID",
+    "m": "Contact",
+    "l": "Content-Length",
+    "c": "Content-Type",
+}
+
+
 def _casing(draw: st.DrawFn, name: str) -> str:
     style = draw(st.sampled_from(["as_is", "lower", "upper", "random"]))
     if style == "lower":
@@ -394,8 +406,8 @@ def _casing(draw: st.DrawFn, name: str) -> str:
     if style == "upper":
         return name.upper()
     if style == "random":
-        flips = draw(st.lists(st.booleans(), min_size=len(name), max_size=len(name)))
-        return "".join(c.swapcase() if f else c for c, f in zip(name, flips, strict=True))
+        mask = draw(st.integers(0, 2 ** len(name) - 1))
+        return "".join(c.swapcase() if mask >> i & 1 else c for i, c in enumerate(name))
     return name
 
 
@@ -409,7 +421,10 @@ def sip_uris(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
     text = f"{scheme}:{'' if user is None else user + '@'}{host}"
     text += f":{port}" if port is not None else ""
     text += "".join(params)
-    return text, {"scheme": scheme, "user": user, "host": host, "port": port}
+    # The same URI with scheme and host in upper case and the parameters in reverse order.
+    alt = f"{scheme.upper()}:{'' if user is None else user + '@'}{host.upper()}"
+    alt += (f":{port}" if port is not None else "") + "".join(reversed(params))
+    return text, {"scheme": scheme, "user": user, "host": host, "port": port, "alt": alt}
 
 
 @st.composite
@@ -453,7 +468,9 @@ def valid_messages(draw: st.DrawFn) -> tuple[bytes, dict[str, Any]]:
     """A message valid per RFC 3261, and the values it was built from."""
     spec: dict[str, Any] = {}
     is_request = draw(st.booleans())
-    method = draw(st.one_of(st.sampled_from(sorted(KNOWN_METHODS)), tokens.map(str.upper)))
+    # Extension methods start with a letter here; digits are tested on their own.
+    extension = st.builds(str.__add__, st.sampled_from("ABCXYZ"), st.text(TOKEN, max_size=8))
+    method = draw(st.one_of(st.sampled_from(sorted(KNOWN_METHODS)), extension))
     if is_request:
         uri, _ = draw(sip_uris())
         start = f"{method} {uri} SIP/2.0"
@@ -497,26 +514,26 @@ def valid_messages(draw: st.DrawFn) -> tuple[bytes, dict[str, Any]]:
         headers.append(("Content-Type", "application/octet-stream"))
     headers.append(("Content-Length", str(len(body))))
     spec["body"] = body
-    headers = draw(st.permutations(headers))
+    # Any order of fields, but Via lines keep theirs (hop order is meaningful).
+    via_lines = iter([value for name, value in headers if name == "Via"])
+    headers = [
+        (name, next(via_lines) if name == "Via" else value)
+        for name, value in draw(st.permutations(headers))
+    ]
 
     compact = {v: k for k, v in COMPACT.items()}
     lines = [start]
-    for name, value in headers:
-        if name in compact and draw(st.booleans()):
-            name = compact[name]
+    for long_name, value in headers:
+        name = compact[long_name] if long_name in compact and draw(st.booleans()) else long_name
         colon = draw(st.sampled_from([": ", ":", " : ", ":\t", ":   "]))
         lines.append(_casing(draw, name) + colon + value)
     data = ("\r\n".join(lines) + "\r\n\r\n").encode() + body
     return data, spec
 
 
-COMPACT = {"v": "Via", "f": "From", "t": "To", "i": "Call-ID", "m": "Contact", "l": "Content-Length"}
-COMPACT["c"] = "Content-Type"
-
-
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(valid_messages())
-def test_generated_valid_message_parses_without_violations(
+def test_generated_valid_message_has_no_violations_and_gives_back_its_values(
     case: tuple[bytes, dict[str, Any]],
 ) -> None:
     data, spec = case
@@ -524,13 +541,6 @@ def test_generated_valid_message_parses_without_violations(
     assert msg is not None
     assert msg.violations == ()
     assert to_bytes(msg) == data
-
-
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(valid_messages())
-def test_generated_values_round_trip(case: tuple[bytes, dict[str, Any]]) -> None:
-    data, spec = case
-    msg = parse_message(data)
     if "method" in spec:
         assert isinstance(msg, Request)
         assert (msg.method, msg.uri) == (spec["method"], spec["uri"])
@@ -556,18 +566,16 @@ def test_generated_values_round_trip(case: tuple[bytes, dict[str, Any]]) -> None
     assert msg.expires == spec.get("expires")
     assert msg.body == spec["body"]
     assert msg.content_length == len(spec["body"])
-
-
-@st.composite
-def uri_specs(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
-    return draw(sip_uris())
+    # (d) lookups ignore case, whatever casing the message was written in
+    for name, value in msg.headers:
+        assert name.upper() in msg.headers
+        assert msg.headers.get_all(name.lower()) == msg.headers.get_all(name.upper())
+        assert value in msg.headers.get_all(name.swapcase())
 
 
 @settings(max_examples=300, deadline=None)
-@given(uri_specs())
+@given(sip_uris())
 def test_generated_uri_fields_round_trip(case: tuple[str, dict[str, Any]]) -> None:
-    from sipwarden.sip import parse_uri
-
     text, spec = case
     uri = parse_uri(text)
     assert (uri.scheme, uri.user, uri.host, uri.port) == (
@@ -576,21 +584,12 @@ def test_generated_uri_fields_round_trip(case: tuple[str, dict[str, Any]]) -> No
         spec["host"],
         spec["port"],
     )
-    assert uri == parse_uri(text.upper().replace("%2C", "%2c")) or uri.user is not None
+    alt = parse_uri(spec["alt"])
+    assert uri == alt
+    assert hash(uri) == hash(alt)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(valid_messages())
-def test_header_lookup_is_case_insensitive(case: tuple[bytes, dict[str, Any]]) -> None:
-    msg = parse_message(case[0])
-    for name, value in msg.headers:
-        assert name in msg.headers
-        assert name.upper() in msg.headers
-        assert msg.headers.get_all(name.lower()) == msg.headers.get_all(name.upper())
-        assert value in msg.headers.get_all(name.swapcase())
-
-
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=75, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(valid_messages())
 def test_compact_and_long_names_are_equivalent(case: tuple[bytes, dict[str, Any]]) -> None:
     """The same message written with every compact form, and with every long name."""
@@ -602,7 +601,7 @@ def test_compact_and_long_names_are_equivalent(case: tuple[bytes, dict[str, Any]
     short = {v.lower(): k for k, v in COMPACT.items()}
     for line in lines:
         name, _, value = line.partition(b":")
-        key = msg.headers._key(name.decode())
+        key = header_key(name.decode())
         long_name = next((v for v in COMPACT.values() if v.lower() == key), name.decode().strip())
         long_lines.append(long_name.encode() + b":" + value)
         short_lines.append(short.get(key, name.decode().strip()).encode() + b":" + value)

@@ -6,6 +6,7 @@ Each edit test states the exact expected output as the input with one splice, so
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -132,7 +133,7 @@ def test_decrement_max_forwards_from_one_reaches_zero() -> None:
 @pytest.mark.parametrize("value", [b"0", b"00"])
 def test_decrement_max_forwards_at_zero_is_value_error(value: bytes) -> None:
     msg = parse_message(OPTIONS.replace(b"Max-Forwards: 70", b"Max-Forwards: " + value))
-    with pytest.raises(ValueError, match="483"):
+    with pytest.raises(ValueError, match="Max-Forwards"):
         decrement_max_forwards(msg)
 
 
@@ -352,6 +353,22 @@ def test_chained_edits_of_a_proxy() -> None:
     assert [v.branch for v in back.via] == ["z9hG4bKhjhs8ass877"]
 
 
+@pytest.mark.parametrize(
+    "value", ["x\r\nVia: SIP/2.0/UDP e;branch=z9hG4bKe", "x\nRoute: <sip:e>", "x\x00y"]
+)
+def test_edit_value_with_line_break_or_nul_is_refused(value: str) -> None:
+    """A CR or LF in a value would smuggle in a header field of its own."""
+    msg = parse_message(OPTIONS)
+    edits: list[Callable[[], object]] = [
+        lambda: replace_header(msg, "Subject", value),
+        lambda: replace_header(msg, "Accept", value),
+        lambda: push_via(msg, value),
+    ]
+    for edit in edits:
+        with pytest.raises(ValueError):
+            edit()
+
+
 # --- known bugs -------------------------------------------------------------------------------
 
 # Some header lines end in LF, some in CRLF: the parser accepts it (bare-LF mode strips the CR).
@@ -368,22 +385,12 @@ MIXED = (
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: in bare-LF mode _remove_field cuts text+'\\n'-length, leaving a lone '\\n' "
-    "after a CRLF line: the header block ends early and later headers fall into the body",
-)
 def test_remove_header_with_mixed_line_ends_keeps_later_headers() -> None:
     out = remove_header(parse_message(MIXED), "Max-Forwards")
     assert to_bytes(out) == MIXED.replace(b"Max-Forwards: 70\r\n", b"")
     assert out.call_id == "mixed"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _header_block_end inserts between the CR and LF of a CRLF-ended last line "
-    "in bare-LF mode, corrupting Content-Length",
-)
 def test_append_header_with_mixed_line_ends() -> None:
     data = MIXED.replace(b"Max-Forwards: 70\r\n", b"")
     out = decrement_max_forwards(parse_message(data))
@@ -391,24 +398,7 @@ def test_append_header_with_mixed_line_ends() -> None:
     assert out.content_length == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _header_block_end uses a character offset as a byte offset when the message "
-    "has no header fields and a non-ASCII start line",
-)
 def test_append_header_after_a_utf8_start_line_without_headers() -> None:
     data = "SIP/2.0 200 Größe OK\r\n\r\n".encode()
     out = replace_header(parse_message(data), "X-A", "1")
     assert to_bytes(out) == data.replace(b"\r\n\r\n", b"\r\nX-A: 1\r\n\r\n")
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: replace_header (like every edit taking a value) splices it unchecked: "
-    "a CR/LF in it injects a new header field (should raise ValueError)",
-)
-@pytest.mark.parametrize("value", ["x\r\nVia: SIP/2.0/UDP e;branch=z9hG4bKe", "x\nRoute: <sip:e>"])
-def test_edit_value_with_line_break_is_refused(value: str) -> None:
-    msg = parse_message(OPTIONS)
-    with pytest.raises(ValueError):
-        replace_header(msg, "Subject", value)

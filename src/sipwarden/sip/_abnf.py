@@ -26,7 +26,7 @@ QUOTED_STRING = r'"(?:[^"\\\r\n]|\\[\x00-\x09\x0b\x0c\x0e-\x7f])*"'
 # RFC 3261 errata and real deployments accept "_" too, e.g. SRV-style names)
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9\-_]*[A-Za-z0-9])?"
 HOSTNAME = rf"(?:{_LABEL}\.)*{_LABEL}\.?"
-IPV4 = r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}"
+IPV4 = r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}"
 # IPv6reference = "[" IPv6address "]"; the address is checked with ipaddress (RFC 5118 §4.10).
 IPV6_REFERENCE = r"\[[0-9A-Fa-f:.]+\]"
 HOST = rf"(?:{IPV6_REFERENCE}|{HOSTNAME})"

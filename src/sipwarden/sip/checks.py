@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["semantic_defects"]
 
 # qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] )
-_QVALUE = re.compile(r"0(?:\.\d{0,3})?|1(?:\.0{0,3})?")
+_QVALUE = re.compile(r"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")
 _MANDATORY = ("to", "from", "cseq", "call-id", "via")
 # Headers whose typed values are addresses with URIs to check.
 _ADDRESS_HEADERS = (
@@ -79,6 +79,15 @@ def semantic_defects(msg: Message) -> Iterator[Defect]:
             for address in value if type(value) is tuple else (value,):
                 if address.wildcard:
                     continue
+                try:
+                    address.params  # noqa: B018 - strict parse: a parameter given twice
+                except ValueError as exc:
+                    yield Defect(
+                        "invalid_header_value",
+                        msg.field_offset(headers.indices(key)[0]),
+                        f"{htype.name}: {exc}",
+                    )
+                    continue
                 if address.problem:
                     yield Defect(
                         "invalid_header_value",
@@ -125,6 +134,14 @@ def semantic_defects(msg: Message) -> Iterator[Defect]:
                 f"Via: sent-protocol {top.protocol}/{top.version} is not SIP/2.0",
             )
         for hop in vias:
+            try:
+                hop.params  # noqa: B018 - strict parse: a parameter given twice
+            except ValueError as exc:
+                yield Defect(
+                    "invalid_header_value",
+                    msg.field_offset(headers.indices("via")[0]),
+                    f"Via: {exc}",
+                )
             if hop.problem:
                 yield Defect(
                     "invalid_header_value",

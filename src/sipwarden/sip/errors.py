@@ -129,6 +129,7 @@ ERROR_CODES: dict[str, str] = {
     "invalid_content_length": "Content-Length is not a non-negative decimal integer.",
     "content_length_exceeds_data": "Content-Length announces more bytes than the message has.",
     "invalid_header_value": "A known header's value does not match its grammar.",
+    "invalid_request_uri": "The Request-URI is not a valid URI (raised by msg.request_uri).",
     "framing_error": "A stream cannot be framed into SIP messages.",
 }
 

@@ -109,6 +109,14 @@ class StreamFramer:
                     513,
                 )
             length = self._content_length(bytes(buf[:end]))
+            if body_start + length > limits.max_message_bytes:
+                self._fail(
+                    "message_too_large",
+                    0,
+                    f"message of {body_start + length} bytes exceeds max_message_bytes="
+                    f"{limits.max_message_bytes}",
+                    513,
+                )
             if length > limits.max_body_bytes:
                 self._fail(
                     "body_too_large",
@@ -133,7 +141,7 @@ class StreamFramer:
             self._drop(4)
             return FramerEvent.PING
         if buf.startswith(b"\r\n"):
-            if len(buf) == 2 or buf.startswith(b"\r\n\r"):
+            if len(buf) == 2 or (len(buf) == 3 and buf[2] == 13):
                 return NEED_DATA  # could still become a ping
             self._drop(2)
             return FramerEvent.PONG
@@ -163,14 +171,22 @@ class StreamFramer:
         """(end of header block, start of body) or (-1, -1); resumes the previous search."""
         buf = self._buf
         scan = self._scan
-        crlf = buf.find(b"\r\n\r\n", scan)
-        lf = buf.find(b"\n\n", scan)
-        if crlf < 0 and lf < 0:
+        # The same three endings parse_message accepts: CRLF CRLF, LF LF, and LF CRLF (a
+        # bare-LF header block closed by a CRLF empty line).
+        found = [
+            (end, end + size)
+            for end, size in (
+                (buf.find(b"\r\n\r\n", scan), 4),
+                (buf.find(b"\n\n", scan), 2),
+                (buf.find(b"\n\r\n", scan), 3),
+            )
+            if end >= 0
+        ]
+        if not found:
             self._scan = max(0, len(buf) - 3)
             return -1, -1
-        if lf < 0 or (0 <= crlf < lf):
-            return crlf, crlf + 4
-        return lf, lf + 2
+        # min: CRLF CRLF at p wins over the "\n\r\n" found inside it at p + 1.
+        return min(found)
 
     def _content_length(self, head: bytes) -> int:
         values = {m.group(1) for m in _CONTENT_LENGTH.finditer(head)}

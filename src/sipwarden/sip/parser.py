@@ -59,10 +59,11 @@ KNOWN_METHODS = frozenset(
 )
 
 _REQUEST_LINE = re.compile(rf"({_abnf.TOKEN}) ([^\x00-\x20\x7f]+) SIP/2\.0")
-_STATUS_LINE = re.compile(r"SIP/2\.0 ([1-6]\d\d) ([^\r\n]*)")
+_STATUS_LINE = re.compile(r"SIP/2\.0 ([1-6][0-9][0-9]) ([^\r\n]*)")
 _ANY_VERSION_REQUEST = re.compile(rf"{_abnf.TOKEN} [^\x00-\x20\x7f]+ (SIP/\S+)")
-_ANY_VERSION_STATUS = re.compile(r"(SIP/\S+) \d+ ")
-_LOOSE_START = re.compile(rb"[A-Za-z!%*_+`'~.\-]+ \S+ SIP/\d|SIP/\d\.\d \d")
+_ANY_VERSION_STATUS = re.compile(r"(SIP/\S+) [0-9]+ ")
+# What a start line looks like, loosely (any version): used only to skip junk before one.
+_LOOSE_START = re.compile(rb"[A-Za-z0-9!%*_+`'~.\-]+ [^ \r\n]+ SIP/[0-9]|SIP/[0-9]\.[0-9] [0-9]")
 
 
 def parse_message(data: bytes, limits: ParseLimits = DEFAULT_LIMITS) -> Request | Response:
@@ -312,7 +313,11 @@ def _decode_utf8(raw_head: bytes, base: int, defects: list[Defect]) -> str:
 
 
 def _find_start(data: bytes, defects: list[Defect]) -> int:
-    """Skip empty lines (tolerated) and junk (a violation) before the start line."""
+    """Skip empty lines (tolerated) and junk (a violation) before the start line.
+
+    Junk is skipped only up to a line that looks like a start line, looked for line by line
+    (each check anchored at a line start, so hostile input costs linear time).
+    """
     stripped = data.lstrip(b"\r\n")
     start = len(data) - len(stripped)
     if not stripped.strip():
@@ -321,18 +326,21 @@ def _find_start(data: bytes, defects: list[Defect]) -> int:
         defects.append(
             Defect("leading_crlf", 0, f"{start} bytes of empty lines before the start line")
         )
-    if data[start : start + 1].isalpha() or data.startswith(b"SIP/", start):
+    if _LOOSE_START.match(data, start):
         return start
-    match = _LOOSE_START.search(data, start)
-    if match is None or match.start() == start:
-        return start  # let the start-line check name the problem
-    line_start = data.rfind(b"\n", 0, match.start()) + 1
-    if line_start != match.start():
-        return start
-    defects.append(
-        Defect("junk_before_start_line", start, f"{line_start - start} bytes before the start line")
-    )
-    return line_start
+    line_start = data.find(b"\n", start) + 1
+    while 0 < line_start < len(data):
+        if _LOOSE_START.match(data, line_start):
+            defects.append(
+                Defect(
+                    "junk_before_start_line",
+                    start,
+                    f"{line_start - start} bytes before the start line",
+                )
+            )
+            return line_start
+        line_start = data.find(b"\n", line_start) + 1
+    return start  # no start line anywhere: let the start-line check name the problem
 
 
 def _start_line_error(line: str, offset: int) -> SipParseError:

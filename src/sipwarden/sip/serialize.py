@@ -88,9 +88,16 @@ def apply_edits(msg: M, edits: list[Edit], limits: ParseLimits = DEFAULT_LIMITS)
     return result
 
 
+def _terminator(raw: bytes, at: int) -> int:
+    """Length of the line terminator at ``at``: lines may mix CRLF and LF."""
+    if raw.startswith(b"\r\n", at):
+        return 2
+    return 1 if raw.startswith(b"\n", at) else 0
+
+
 def _remove_field(msg: Message, spans: list[tuple[int, int]], index: int) -> Edit:
     start, end = spans[index]
-    return Edit(start, end + len(msg._sep), b"")
+    return Edit(start, end + _terminator(msg.raw, end), b"")
 
 
 def _replace_field_value(
@@ -105,8 +112,11 @@ def _replace_field_value(
 def _header_block_end(msg: Message, spans: list[tuple[int, int]]) -> int:
     """Offset just after the last field's terminator (where a new field is appended)."""
     if spans:
-        return spans[-1][1] + len(msg._sep)
-    return len(msg._head.split(msg._sep, 1)[0]) + len(msg._sep)
+        end = spans[-1][1]
+    else:
+        first_line = msg._head.split("\n", 1)[0].rstrip("\r")
+        end = msg.byte_offset(len(first_line)) - msg._base
+    return end + _terminator(msg.raw, end)
 
 
 def push_via_edit(msg: Message, value: str) -> Edit:

@@ -23,7 +23,7 @@ from sipwarden.sip import _abnf
 __all__ = ["Uri", "parse_uri", "parse_uri_cached"]
 
 _SIP_REST = re.compile(
-    rf"(?P<host>{_abnf.HOST})(?::(?P<port>\d{{1,5}}))?"
+    rf"(?P<host>{_abnf.HOST})(?::(?P<port>[0-9]{{1,5}}))?"
     r"(?P<params>(?:;[^;?]*)*)(?:\?(?P<headers>.*))?",
     re.S,
 )
@@ -46,6 +46,24 @@ _MUST_MATCH_PARAMS = ("user", "ttl", "method", "maddr", "transport")
 
 def _unescape(text: str) -> bytes:
     return unquote_to_bytes(text)
+
+
+# RFC 2396 "reserved": an escaped reserved character is NOT the same as the character itself.
+_RESERVED = frozenset(";/?:@&=+$,")
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+
+
+def _canonical(text: str | None) -> str | None:
+    """RFC 3261 §19.1.4: characters other than reserved ones equal their %HEX form, so decode
+    those and normalise the case of the escapes that stay."""
+    if text is None or "%" not in text:
+        return text
+
+    def one(match: re.Match[str]) -> str:
+        char = chr(int(match.group(1), 16))
+        return f"%{match.group(1).upper()}" if char in _RESERVED or ord(char) > 0x7E else char
+
+    return _ESCAPE.sub(one, text)
 
 
 # Hosts already found valid; one device sends the same few hosts again and again. Bounded.
@@ -126,10 +144,9 @@ class Uri:
     def __str__(self) -> str:
         return self.raw
 
-    def _comparable_params(self) -> dict[str, bytes]:
+    def _comparable_params(self) -> dict[str, str]:
         return {
-            _unescape(k).decode("utf-8", "surrogateescape").lower(): _unescape(v or "").lower()
-            for k, v in self.params
+            (_canonical(k) or "").lower(): (_canonical(v) or "").lower() for k, v in self.params
         }
 
     def __eq__(self, other: object) -> bool:
@@ -146,11 +163,10 @@ class Uri:
                 )
             return self.raw.lower() == other.raw.lower()
         # userinfo is case-sensitive, compared after unescaping
-        if (_unescape(self.user) if self.user is not None else None) != (
-            _unescape(other.user) if other.user is not None else None
-        ):
+        # userinfo (password included) is case-sensitive, compared after unescaping
+        if _canonical(self.user) != _canonical(other.user):
             return False
-        if (self.password or None) != (other.password or None):
+        if _canonical(self.password) != _canonical(other.password):
             return False
         if self.host.lower() != other.host.lower() or self.port != other.port:
             return False
@@ -161,15 +177,14 @@ class Uri:
         for name in mine.keys() & theirs.keys():
             if mine[name] != theirs[name]:
                 return False
-        my_headers = {_unescape(k).lower(): _unescape(v) for k, v in self.headers}
-        their_headers = {_unescape(k).lower(): _unescape(v) for k, v in other.headers}
+        my_headers = {(_canonical(k) or "").lower(): _canonical(v) for k, v in self.headers}
+        their_headers = {(_canonical(k) or "").lower(): _canonical(v) for k, v in other.headers}
         return my_headers == their_headers
 
     def __hash__(self) -> int:
         # Consistent with __eq__: only fields that must always match take part.
         if self.is_sip:
-            user = _unescape(self.user) if self.user is not None else None
-            return hash((self.scheme, user, self.host.lower(), self.port))
+            return hash((self.scheme, _canonical(self.user), self.host.lower(), self.port))
         if self.scheme == "tel":
             return hash((self.scheme, _tel_digits(self.user or "")))
         return hash((self.scheme, self.raw.lower()))

@@ -135,7 +135,7 @@ def _parse_one(text: str, *, allow_bare: bool = True) -> NameAddr:
         if not uri_text or any(ch in uri_text for ch in ' \t<"'):
             raise ValueError(f"invalid URI inside <> {uri_text[:60]!r}")
         params_text = rest[gt + 1 :].strip(" \t")
-        parse_params(params_text)  # grammar check
+        parse_params(params_text, allow_duplicates=True)  # grammar check
         return _make(display, uri_text, params_text, problem=problem)
     if not allow_bare:
         raise ValueError("address must be enclosed in <>")
@@ -149,7 +149,7 @@ def _parse_one(text: str, *, allow_bare: bool = True) -> NameAddr:
     if "?" in uri_text or "," in uri_text:
         raise ValueError(f"URI with ? or , must be enclosed in <> ({uri_text[:60]!r})")
     params_text = rest[end:].strip(" \t")
-    parse_params(params_text)
+    parse_params(params_text, allow_duplicates=True)
     return _make(None, uri_text, params_text, angle=False)
 
 

@@ -32,11 +32,13 @@ def unquote(text: str) -> str:
     return text
 
 
-def parse_params(text: str) -> Params:
+def parse_params(text: str, *, allow_duplicates: bool = False) -> Params:
     """Parse ``;a=b ; c ;d="x;y"`` (leading whitespace allowed); raise ValueError otherwise.
 
     A parameter name that appears twice is an error: RFC 3261 §7.3.1 forbids it and a parser
-    that kept the first while a peer keeps the last is how tags get smuggled.
+    that kept the first while a peer keeps the last is how tags get smuggled. Typed headers
+    check only the grammar when they parse (``allow_duplicates=True``) and report duplicates
+    through ``msg.defects``, so the fast and the slow parse paths agree.
     """
     params: list[tuple[str, str | None]] = []
     seen: set[str] = set()
@@ -49,7 +51,7 @@ def parse_params(text: str) -> Params:
             raise ValueError(f"invalid parameter at {text[pos : pos + 30]!r}")
         name = match.group(1)
         key = name.lower()
-        if key in seen:
+        if key in seen and not allow_duplicates:
             raise ValueError(f"duplicate parameter {name!r}")
         seen.add(key)
         params.append((name, match.group(2)))

@@ -27,7 +27,7 @@ __all__ = [
 
 MAX_UINT32 = 2**32 - 1
 
-_CSEQ = re.compile(rf"(\d+)[ \t]+({_abnf.TOKEN})")
+_CSEQ = re.compile(rf"([0-9]+)[ \t]+({_abnf.TOKEN})")
 _COMMON_METHODS = frozenset(
     {
         "INVITE",
@@ -47,11 +47,11 @@ _COMMON_METHODS = frozenset(
     }
 )
 _CALL_ID = re.compile(_abnf.CALL_ID)
-_DIGITS = re.compile(r"\d+")
+_DIGITS = re.compile(r"[0-9]+")
 # rfc1123-date = wkday "," SP date1 SP time SP "GMT" (RFC 3261 §20.17: only GMT)
 _DATE = re.compile(
-    r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} "
-    r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d{2}:\d{2}:\d{2} GMT"
+    r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), [0-9]{2} "
+    r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2} GMT"
 )
 _MEDIA_TYPE = re.compile(rf"({_abnf.TOKEN})[ \t]*/[ \t]*({_abnf.TOKEN})")
 

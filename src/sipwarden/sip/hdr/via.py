@@ -26,22 +26,23 @@ BRANCH_COOKIE = "z9hG4bK"
 # sent-by = host [ COLON port ]
 _HOP = re.compile(
     rf"({_abnf.TOKEN})[ \t]*/[ \t]*({_abnf.TOKEN})[ \t]*/[ \t]*({_abnf.TOKEN})[ \t]+"
-    rf"({_abnf.HOST})(?:[ \t]*:[ \t]*(\d{{1,5}}))?"
+    rf"({_abnf.HOST})(?:[ \t]*:[ \t]*([0-9]{{1,5}}))?"
 )
 # The common case: one hop "SIP/2.0/UDP host:port;params", no odd whitespace, no quotes, a
 # strict IPv4 address or a hostname whose last label starts with a letter (RFC 3261 toplabel).
-_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _FAST_SENT_BY = re.compile(
     rf"((?:{_OCTET}\.){{3}}{_OCTET}|(?:[A-Za-z0-9\-]+\.)*[A-Za-z][A-Za-z0-9\-]*\.?"
-    r"|\[[0-9A-Fa-f:.]+\])(?::(\d{1,5}))?"
+    r"|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?"
 )
 _TOKEN_CHARS = r"[A-Za-z0-9\-.!%*_+`'~]"
 # One regex checks the whole common hop and captures transport, sent-by, the parameter list
 # and the branch; parameters that need a value (RFC 3261 §25: branch, received, maddr, ttl)
-# may not appear bare.
+# may not appear bare. The two parameter alternatives exclude each other ((?!branch=)), so a
+# hostile run of ";branch=a" cannot make the engine backtrack exponentially.
 _FAST = re.compile(
     rf"SIP/2\.0/([A-Za-z]+) ([^;\s,]+)((?:;(?:branch=({_TOKEN_CHARS}+)"
-    rf"|(?!(?i:branch|received|maddr|ttl)(?:;|$)){_TOKEN_CHARS}+"
+    rf"|(?!branch=)(?!(?i:branch|received|maddr|ttl)(?:;|$)){_TOKEN_CHARS}+"
     rf"(?:=[A-Za-z0-9\-.!%*_+`'~:\[\]]+)?))*)"
 )
 # Builds a Via without the generated __new__ (a Python call): every field must be given.
@@ -109,7 +110,7 @@ def _check_received(value: str) -> None:
 
 
 def _check_params(params_text: str) -> None:
-    for name, value in parse_params(params_text):
+    for name, value in parse_params(params_text, allow_duplicates=True):
         lname = name.lower()
         if value is None and lname in _NEEDS_VALUE:
             raise ValueError(f"Via parameter {name!r} needs a value")
@@ -151,7 +152,7 @@ def _unbracketed_ipv6(text: str) -> tuple[str, int | None] | None:
             ipaddress.IPv6Address(address)
         except ValueError:
             return None
-        if not port.isdigit() or int(port) > 65535:
+        if not (port.isdigit() and port.isascii()) or int(port) > 65535:
             return None
         return address, int(port)
     return text, None
@@ -169,6 +170,8 @@ def _parse_hop(text: str) -> Via:
                 _check_params(params_text)
             if branch is None and "ranch" in params_text.lower():
                 branch = _branch(params_text)  # e.g. BRANCH=, spelled in another case
+            elif params_text.count("branch=") > 1:
+                branch = _branch(params_text)  # duplicated (a defect): the first, as elsewhere
             return _new_via(
                 Via,
                 (
