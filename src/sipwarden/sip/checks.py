@@ -9,7 +9,7 @@ operator wants to see (Max-Forwards 0, a top Via without the magic cookie).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from sipwarden.sip.errors import Defect, SipParseError
@@ -75,6 +75,12 @@ def semantic_defects(msg: Message) -> Iterator[Defect]:
         except SipParseError as exc:
             yield Defect("invalid_header_value", exc.offset, exc.detail)
             continue
+        if htype.validate is not None:
+            invalid = _first_invalid(msg, htype.validate, headers.indices(key))
+            if invalid is not None:
+                offset, detail = invalid
+                yield Defect("invalid_header_value", offset, f"{htype.name}: {detail}")
+                continue
         if key in _ADDRESS_HEADERS:
             for address in value if type(value) is tuple else (value,):
                 if address.wildcard:
@@ -88,12 +94,6 @@ def semantic_defects(msg: Message) -> Iterator[Defect]:
                         f"{htype.name}: {exc}",
                     )
                     continue
-                if address.problem:
-                    yield Defect(
-                        "invalid_header_value",
-                        msg.field_offset(headers.indices(key)[0]),
-                        f"{htype.name}: {address.problem}",
-                    )
                 try:
                     uri = address.uri
                 except ValueError as exc:
@@ -142,12 +142,6 @@ def semantic_defects(msg: Message) -> Iterator[Defect]:
                     msg.field_offset(headers.indices("via")[0]),
                     f"Via: {exc}",
                 )
-            if hop.problem:
-                yield Defect(
-                    "invalid_header_value",
-                    msg.field_offset(headers.indices("via")[0]),
-                    f"Via: {hop.problem}",
-                )
             if ":" in hop.host and not hop.host.startswith("["):
                 yield Defect(
                     "invalid_header_value",
@@ -162,6 +156,19 @@ def semantic_defects(msg: Message) -> Iterator[Defect]:
                 f"top Via branch {branch!r} is not z9hG4bK followed by an id "
                 "(RFC 2543 transaction matching applies)",
             )
+
+
+def _first_invalid(
+    msg: Message, validate: Callable[[str], object], positions: list[int]
+) -> tuple[int, str] | None:
+    """(offset, detail) of the first field that fails the strict grammar check, or None."""
+    fields = msg.headers.fields
+    for i in positions:
+        try:
+            validate(fields[i][2])
+        except ValueError as exc:
+            return msg.field_offset(i), str(exc)
+    return None
 
 
 def _contact_param_problem(address: NameAddr) -> str | None:

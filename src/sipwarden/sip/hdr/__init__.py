@@ -5,8 +5,11 @@ whether the header is a *singleton* (at most one field, no comma list: RFC 3261 
 RFC 4475 §3.3.8). List headers parse into a ``list``; the message layer concatenates the lists
 of all fields with that name. Unknown headers stay raw text.
 
-Parsing happens on first access and is cached by the message, so the gateway's fast path pays
-only for what policy reads. Parsers raise ValueError; the message layer adds the offset.
+Parsing happens on first access, so the gateway's fast path pays only for what policy reads.
+For the hottest headers (Via, the address family, Call-ID) typed access reads the structure
+with string operations and checks what it returns (hosts, ports, numbers), while the header's
+``validate`` function - run once by ``msg.defects`` - holds the value to the full RFC grammar.
+Parsers raise ValueError; the message layer adds the offset.
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ from sipwarden.sip.hdr.name_addr import (
     parse_name_addr,
     parse_name_addr_list,
     parse_route_list,
+    validate_contact,
+    validate_name_addr,
+    validate_name_addr_list,
+    validate_route_list,
 )
 from sipwarden.sip.hdr.pani import parse_access_network_info
 from sipwarden.sip.hdr.products import parse_products
@@ -33,8 +40,9 @@ from sipwarden.sip.hdr.scalars import (
     parse_date,
     parse_delta_seconds,
     parse_max_forwards,
+    read_call_id,
 )
-from sipwarden.sip.hdr.via import parse_via
+from sipwarden.sip.hdr.via import parse_via, validate_via
 
 __all__ = [
     "COMPACT_FORMS",
@@ -94,6 +102,9 @@ class HeaderType:
     name: str
     parse: Callable[[str], Any]
     singleton: bool
+    #: The strict check of one field value against the RFC grammar (ValueError if not), run by
+    #: ``msg.defects``. None when ``parse`` already checks everything it reads.
+    validate: Callable[[str], Any] | None = None
     values: dict[str, Any] = field(default_factory=dict)
 
     def parse_cached(self, text: str) -> Any:
@@ -120,21 +131,21 @@ def _one(parse: Callable[[str], Any]) -> Callable[[str], tuple[Any, ...]]:
 
 def _entries() -> dict[str, HeaderType]:
     table = [
-        HeaderType("Via", parse_via, False),
-        HeaderType("From", parse_name_addr, True),
-        HeaderType("To", parse_name_addr, True),
-        HeaderType("Contact", parse_contact, False),
-        HeaderType("Route", parse_route_list, False),
-        HeaderType("Record-Route", parse_route_list, False),
-        HeaderType("Path", parse_route_list, False),
-        HeaderType("P-Asserted-Identity", parse_name_addr_list, False),
-        HeaderType("P-Preferred-Identity", parse_name_addr_list, False),
-        HeaderType("Diversion", parse_name_addr_list, False),
-        HeaderType("History-Info", parse_name_addr_list, False),
-        HeaderType("Refer-To", parse_name_addr, True),
-        HeaderType("Referred-By", parse_name_addr, True),
+        HeaderType("Via", parse_via, False, validate_via),
+        HeaderType("From", parse_name_addr, True, validate_name_addr),
+        HeaderType("To", parse_name_addr, True, validate_name_addr),
+        HeaderType("Contact", parse_contact, False, validate_contact),
+        HeaderType("Route", parse_route_list, False, validate_route_list),
+        HeaderType("Record-Route", parse_route_list, False, validate_route_list),
+        HeaderType("Path", parse_route_list, False, validate_route_list),
+        HeaderType("P-Asserted-Identity", parse_name_addr_list, False, validate_name_addr_list),
+        HeaderType("P-Preferred-Identity", parse_name_addr_list, False, validate_name_addr_list),
+        HeaderType("Diversion", parse_name_addr_list, False, validate_name_addr_list),
+        HeaderType("History-Info", parse_name_addr_list, False, validate_name_addr_list),
+        HeaderType("Refer-To", parse_name_addr, True, validate_name_addr),
+        HeaderType("Referred-By", parse_name_addr, True, validate_name_addr),
         HeaderType("CSeq", parse_cseq, True),
-        HeaderType("Call-ID", parse_call_id, True),
+        HeaderType("Call-ID", read_call_id, True, parse_call_id),
         HeaderType("Max-Forwards", parse_max_forwards, True),
         HeaderType("Content-Length", parse_content_length, True),
         HeaderType("Content-Type", parse_content_type, True),

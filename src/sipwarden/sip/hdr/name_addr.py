@@ -153,8 +153,43 @@ def _parse_one(text: str, *, allow_bare: bool = True) -> NameAddr:
     return _make(None, uri_text, params_text, angle=False)
 
 
+def _read(text: str) -> NameAddr | None:
+    """Structure of a plain ``["display"] <uri>;params`` with string operations only, or None
+    for anything unusual. The grammar of the parts is :func:`validate_name_addr`'s job, run by
+    ``msg.defects``."""
+    if text[:1] == '"':
+        q = text.find('"', 1)
+        if q < 0 or "\\" in text[1:q]:
+            return None
+        display: str | None = text[1:q]
+        rest = text[q + 1 :]
+        lt = rest.find("<")
+        if lt < 0 or rest[:lt].strip(" \t"):
+            return None
+    else:
+        rest = text
+        lt = rest.find("<")
+        if lt < 0:
+            return None  # the addr-spec form: the strict reader knows its rules
+        display = rest[:lt].rstrip(" \t") or None
+        if display is not None and '"' in display:
+            return None
+    gt = rest.find(">", lt)
+    if gt < 0:
+        return None
+    uri_text = rest[lt + 1 : gt]
+    if not uri_text or " " in uri_text:
+        return None
+    return _make(display, uri_text, rest[gt + 1 :].strip(" \t"))
+
+
 def parse_name_addr(value: str) -> NameAddr:
-    """From, To, Refer-To, Referred-By: exactly one address (a comma list is an error)."""
+    """From, To, Refer-To, Referred-By (typed access): one address; ValueError when it cannot
+    be read at all. The full grammar is checked by :func:`validate_name_addr`."""
+    return _read(value) or _parse_single(value)
+
+
+def _parse_single(value: str) -> NameAddr:
     if "," not in value or _FAST.fullmatch(value) is not None:
         return _parse_one(value)
     parts = split_commas(value)
@@ -163,18 +198,46 @@ def parse_name_addr(value: str) -> NameAddr:
     return _parse_one(parts[0])
 
 
+def validate_name_addr(value: str) -> None:
+    """One address against RFC 3261 §25 (name-addr / addr-spec); ValueError if not."""
+    address = _parse_single(value)
+    if address.problem:
+        raise ValueError(address.problem)
+
+
+def validate_name_addr_list(value: str) -> None:
+    for part in split_commas(value):
+        address = _parse_one(part)
+        if address.problem:
+            raise ValueError(address.problem)
+
+
+def validate_route_list(value: str) -> None:
+    for part in split_commas(value):
+        _parse_one(part, allow_bare=False)
+
+
+def validate_contact(value: str) -> None:
+    if value.strip() != "*":
+        validate_name_addr_list(value)
+
+
 def parse_name_addr_list(value: str) -> tuple[NameAddr, ...]:
     """P-Asserted-Identity, P-Preferred-Identity, Diversion, History-Info: one or more."""
-    return tuple(_parse_one(part) for part in split_commas(value))
+    if "," not in value:
+        return (_read(value) or _parse_one(value),)
+    return tuple(_read(part) or _parse_one(part) for part in split_commas(value))
 
 
 def parse_route_list(value: str) -> tuple[NameAddr, ...]:
     """Route, Record-Route, Path: name-addr only (RFC 3261 §20.30, §20.34)."""
-    return tuple(_parse_one(part, allow_bare=False) for part in split_commas(value))
+    if "," not in value:
+        return (_read(value) or _parse_one(value, allow_bare=False),)
+    return tuple(_read(part) or _parse_one(part, allow_bare=False) for part in split_commas(value))
 
 
 def parse_contact(value: str) -> tuple[NameAddr, ...]:
     """Contact: ``*`` (REGISTER removal, RFC 3261 §10.2.2) or one or more addresses."""
     if value.strip() == "*":
         return (NameAddr(None, "*", "", None, False, True),)
-    return tuple(_parse_one(part) for part in split_commas(value))
+    return parse_name_addr_list(value)

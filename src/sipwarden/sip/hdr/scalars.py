@@ -96,6 +96,11 @@ def parse_cseq(value: str) -> CSeq:
     return CSeq(int(digits), match.group(2))
 
 
+def read_call_id(value: str) -> str:
+    """Call-ID for typed access: the value itself; :func:`parse_call_id` checks the grammar."""
+    return value
+
+
 def parse_call_id(value: str) -> str:
     if not _CALL_ID.fullmatch(value):
         raise ValueError(f"Call-ID must be word[@word], not {value[:40]!r}")

@@ -167,7 +167,12 @@ def _parse_hop(text: str) -> Via:
         sent_by = _SENT_BY.get(sent_by_text) or _sent_by(sent_by_text)
         if sent_by is not None:
             if "eceived" in params_text:
-                _check_params(params_text)
+                r = params_text.find(";received=")
+                if r >= 0 and params_text.count("eceived") == 1:
+                    end = params_text.find(";", r + 10)
+                    _check_received(params_text[r + 10 : end if end > 0 else None])
+                else:
+                    _check_params(params_text)
             if branch is None and "ranch" in params_text.lower():
                 branch = _branch(params_text)  # e.g. BRANCH=, spelled in another case
             elif params_text.count("branch=") > 1:
@@ -214,8 +219,60 @@ def _parse_hop(text: str) -> Via:
     )
 
 
+def _read_hop(text: str) -> Via | None:
+    """Structure of a plain hop with string operations only, or None for anything unusual.
+
+    Checks what it returns (transport is letters, sent-by a valid host and port); the grammar
+    of every parameter is :func:`validate_via`'s job, run by ``msg.defects``.
+    """
+    if not text.startswith("SIP/2.0/"):
+        return None
+    sp = text.find(" ", 8)
+    if sp < 0:
+        return None
+    transport = text[8:sp]
+    semi = text.find(";", sp)
+    if semi < 0:
+        sent_by_text = text[sp + 1 :]
+        params_text = ""
+    else:
+        sent_by_text = text[sp + 1 : semi]
+        params_text = text[semi:]
+    sent_by = _SENT_BY.get(sent_by_text) or _sent_by(sent_by_text)
+    if sent_by is None or not transport.isalpha():
+        return None
+    i = params_text.find(";branch=")  # the first one, if a hostile hop has two
+    if i >= 0:
+        j = params_text.find(";", i + 8)
+        branch: str | None = params_text[i + 8 : j] if j > 0 else params_text[i + 8 :]
+    else:
+        branch = _branch(params_text) if "ranch" in params_text.lower() else None
+    return _new_via(
+        Via,
+        (
+            "SIP",
+            "2.0",
+            transport if transport.isupper() else transport.upper(),
+            sent_by[0],
+            sent_by[1],
+            params_text,
+            branch,
+            None,
+        ),
+    )
+
+
 def parse_via(value: str) -> tuple[Via, ...]:
-    """Parse a Via header value into its hops; raise ValueError if any hop is invalid."""
+    """The hops of a Via value (typed access): structure and hosts checked, the full grammar
+    left to :func:`validate_via`; ValueError when a hop cannot be read at all."""
     if "," not in value:
-        return (_parse_hop(value),)
-    return tuple(_parse_hop(part) for part in split_commas(value))
+        return (_read_hop(value) or _parse_hop(value),)
+    return tuple(_read_hop(part) or _parse_hop(part) for part in split_commas(value))
+
+
+def validate_via(value: str) -> None:
+    """Every hop against the RFC 3261 §25 grammar; ValueError naming the first problem."""
+    for part in split_commas(value):
+        hop = _parse_hop(part)
+        if hop.problem:
+            raise ValueError(hop.problem)
