@@ -38,33 +38,14 @@ with _instrument:
         parse_message,
         to_bytes,
     )
+    from sipwarden.sip.message import TYPED_ACCESSORS
 
 HERE = Path(__file__).resolve().parent
 SEEDS = HERE / "seeds"
 WORK = HERE / "corpus-work"
 ARTIFACTS = HERE / "artifacts"
 
-ACCESSORS = (
-    "call_id",
-    "cseq",
-    "from_",
-    "to",
-    "via",
-    "contact",
-    "route",
-    "record_route",
-    "p_asserted_identity",
-    "max_forwards",
-    "content_length",
-    "content_type",
-    "expires",
-    "user_agent",
-    "server",
-    "identity",
-    "access_network_info",
-    "authorization",
-    "challenges",
-)
+ACCESSORS = TYPED_ACCESSORS
 
 
 def _check_message(data: bytes) -> None:

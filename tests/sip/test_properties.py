@@ -28,31 +28,12 @@ from sipwarden.sip import (
     to_bytes,
 )
 from sipwarden.sip.headers import header_key
+from sipwarden.sip.message import TYPED_ACCESSORS
 
 TORTURE = Path("/work/shared/corpus/torture")
 SEEDS_DIR = Path(__file__).resolve().parents[2] / "fuzz" / "seeds"
 
-ACCESSORS = (
-    "call_id",
-    "cseq",
-    "from_",
-    "to",
-    "via",
-    "contact",
-    "route",
-    "record_route",
-    "max_forwards",
-    "content_length",
-    "content_type",
-    "expires",
-    "user_agent",
-    "server",
-    "identity",
-    "access_network_info",
-    "authorization",
-    "challenges",
-    "p_asserted_identity",
-)
+ACCESSORS = TYPED_ACCESSORS
 
 
 def _exercise(msg: Request | Response, size: int) -> None:

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from sipwarden.sip.headers import Headers
     from sipwarden.sip.uri import Uri
 
-__all__ = ["Message", "Request", "Response"]
+__all__ = ["TYPED_ACCESSORS", "Message", "Request", "Response"]
 
 
 class Message:
@@ -368,3 +368,6 @@ _NAMED = {
 }
 for _attr, _key in _NAMED.items():
     setattr(Message, _attr, _ACCESSORS[_key])
+
+#: Every typed accessor of a message (fuzzers and property tests read them all).
+TYPED_ACCESSORS: tuple[str, ...] = (*_NAMED, "authorization", "challenges")

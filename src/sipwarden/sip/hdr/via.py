@@ -158,6 +158,25 @@ def _unbracketed_ipv6(text: str) -> tuple[str, int | None] | None:
     return text, None
 
 
+def _plain_hop(
+    transport: str, sent_by: tuple[str, int | None], params_text: str, branch: str | None
+) -> Via:
+    """A SIP/2.0 hop with no problem to report, built without the generated __new__."""
+    return _new_via(
+        Via,
+        (
+            "SIP",
+            "2.0",
+            transport if transport.isupper() else transport.upper(),
+            sent_by[0],
+            sent_by[1],
+            params_text,
+            branch,
+            None,
+        ),
+    )
+
+
 def _parse_hop(text: str) -> Via:
     # Fast path: one regex splits "SIP/2.0/<transport> <sent-by>[;params]" and checks the
     # parameter grammar; sent-by is checked (and remembered) on its own.
@@ -177,19 +196,7 @@ def _parse_hop(text: str) -> Via:
                 branch = _branch(params_text)  # e.g. BRANCH=, spelled in another case
             elif params_text.count("branch=") > 1:
                 branch = _branch(params_text)  # duplicated (a defect): the first, as elsewhere
-            return _new_via(
-                Via,
-                (
-                    "SIP",
-                    "2.0",
-                    transport if transport.isupper() else transport.upper(),
-                    sent_by[0],
-                    sent_by[1],
-                    params_text,
-                    branch,
-                    None,
-                ),
-            )
+            return _plain_hop(transport, sent_by, params_text, branch)
     match = _HOP.match(text)
     if match is None:
         raise ValueError(f"invalid Via hop {text[:60]!r}")
@@ -247,19 +254,7 @@ def _read_hop(text: str) -> Via | None:
         branch: str | None = params_text[i + 8 : j] if j > 0 else params_text[i + 8 :]
     else:
         branch = _branch(params_text) if "ranch" in params_text.lower() else None
-    return _new_via(
-        Via,
-        (
-            "SIP",
-            "2.0",
-            transport if transport.isupper() else transport.upper(),
-            sent_by[0],
-            sent_by[1],
-            params_text,
-            branch,
-            None,
-        ),
-    )
+    return _plain_hop(transport, sent_by, params_text, branch)
 
 
 def parse_via(value: str) -> tuple[Via, ...]:
