@@ -419,3 +419,15 @@ def test_any_chunking_yields_the_messages_in_order(case: tuple[list[bytes], list
     framer = StreamFramer()
     assert _drain(framer, chunks) == expected
     assert framer.buffered == 0
+
+
+def test_undrained_buffer_is_bounded() -> None:
+    """A caller that feeds without draining cannot be made to buffer without bound."""
+    limits = ParseLimits(max_message_bytes=1000)
+    framer = StreamFramer(limits)
+    chunk = b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 0\r\n\r\n"
+    with pytest.raises(SipParseError) as info:
+        for _ in range(1000):
+            framer.feed(chunk)
+    assert info.value.code == "framing_error"
+    assert framer.buffered <= 4 * limits.max_message_bytes

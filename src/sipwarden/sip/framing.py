@@ -77,7 +77,19 @@ class StreamFramer:
         return len(self._buf)
 
     def feed(self, data: bytes) -> None:
-        """Append bytes from the stream."""
+        """Append bytes from the stream.
+
+        The caller drains complete messages with :meth:`next_message` between feeds; a buffer
+        of more than four messages' limit that was never drained is refused, so a peer cannot
+        make it grow without bound even through a caller that forgot to.
+        """
+        if len(self._buf) + len(data) > 4 * self._limits.max_message_bytes:
+            self._fail(
+                "framing_error",
+                len(self._buf),
+                f"more than {4 * self._limits.max_message_bytes} bytes buffered without being "
+                "framed",
+            )
         self._buf += data
 
     def next_message(self) -> bytes | FramerEvent:

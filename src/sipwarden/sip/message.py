@@ -5,10 +5,13 @@ forward them untouched and evidence can cite byte offsets; edits in :mod:`.seria
 new message. Typed header values are parsed on first access and cached: reading ``msg.cseq``
 costs one small regex, reading nothing costs nothing.
 
-A typed accessor raises :class:`SipParseError` (code ``invalid_header_value``, with the offset of
-the field) when the header is present but malformed, and returns ``None`` (or ``[]`` for list
-headers) when it is absent. ``msg.defects`` runs every check once and lists what it found
-instead of raising.
+A typed accessor returns ``None`` (or ``()`` for list headers) when the header is absent, and
+raises :class:`SipParseError` (code ``invalid_header_value``, at the field's offset) when it
+cannot read the value. It checks what it returns (numbers, hosts, ports); for the hottest
+headers (Via, the address family, Call-ID) it reads the structure with string operations and
+leaves the rest of the grammar to ``msg.defects``, which runs every check once - the strict
+grammar of every registered header, mandatory and singleton headers, URIs - and lists what it
+found instead of raising. ``msg.is_valid`` is the strict verdict.
 """
 
 from __future__ import annotations
