@@ -21,9 +21,11 @@ __all__ = ["error_to_json", "message_to_json", "render_error_text", "render_mess
 def _plain(value: Any) -> Any:
     """Typed header values -> JSON-ready values (dicts, lists, strings, numbers)."""
     if isinstance(value, NameAddr):
-        data: dict[str, Any] = {"display_name": value.display_name, "uri": value.uri_text}
         if value.wildcard:
             return {"wildcard": True}
+        data: dict[str, Any] = {"uri": value.uri_text}
+        if value.display_name is not None:
+            data["display_name"] = value.display_name
         if value.tag is not None:
             data["tag"] = value.tag
         if value.params_text:
