@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from sipwarden import __version__
+from sipwarden.cli.detectors import app as detectors_app
 from sipwarden.cli.parse import parse_command
 from sipwarden.errors import SipwardenError
 
@@ -49,6 +50,7 @@ def _root(
 
 
 app.command("parse")(parse_command)
+app.add_typer(detectors_app, name="detectors")
 
 
 def main() -> None:

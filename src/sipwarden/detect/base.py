@@ -1,0 +1,94 @@
+"""Detector: the shape every detector has (Zeek's brute-force template, in Python).
+
+A detector is a small class with a typed, documented ``Config`` (pydantic, ``extra="forbid"``,
+every default citing its anchor), fed :class:`Observation`s in packet-time order. It returns
+*hits* - :class:`Finding`s for one event or window - and the engine aggregates hits with the
+same detector and key into one finding per episode. Detectors that need "later" (a window that
+closes, a call that never answered) implement :meth:`advance` and :meth:`next_deadline`.
+Detectors never read a clock, a file or a socket.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from sipwarden.detect.finding import Finding
+from sipwarden.detect.observation import Observation
+from sipwarden.detect.taxonomy import Threat
+
+__all__ = ["Detector", "DetectorConfig"]
+
+
+class DetectorConfig(BaseModel):
+    """Settings every detector has. Subclasses add theirs, each with a description."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("allow_sources")
+    @classmethod
+    def _valid_networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
+        return value
+
+    enabled: bool = Field(True, description="Run this detector.")
+    allow_sources: tuple[str, ...] = Field(
+        (),
+        description=(
+            "Source IPs or CIDR networks this detector ignores (trusted PBXs, SBCs, "
+            "monitoring). Empty by default: nothing is trusted until configured."
+        ),
+    )
+
+
+class Detector(ABC):
+    """Base class: set ``id`` (``"<threat>.<snake_name>"``), ``threat`` and ``Config``."""
+
+    id: ClassVar[str]
+    threat: ClassVar[Threat]
+    Config: ClassVar[type[DetectorConfig]] = DetectorConfig
+
+    def __init__(self, config: DetectorConfig | None = None) -> None:
+        self.config = config if config is not None else self.Config()
+        self._allow = _networks(self.config.allow_sources)
+
+    def allowed(self, ip: str) -> bool:
+        """True when ``ip`` is on this detector's allow-list."""
+        if not self._allow:
+            return False
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(address in net for net in self._allow)
+
+    @abstractmethod
+    def observe(self, obs: Observation) -> list[Finding]:
+        """Hits caused by this observation (often none)."""
+
+    def advance(self, now: float) -> list[Finding]:
+        """Hits that time alone produces (windows closing); ``now`` is packet time."""
+        return []
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`advance` next has something to do, or None."""
+        return None
+
+    def state_size(self) -> int:
+        """Entries held in this detector's tables (bounded; reported as a metric)."""
+        return 0
+
+    def evictions(self) -> int:
+        """Entries its bounded tables dropped to stay within their limits."""
+        return 0
+
+
+def _networks(items: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(item, strict=False) for item in items)

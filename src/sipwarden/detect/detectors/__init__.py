@@ -1,0 +1,8 @@
+"""Every detector family, imported explicitly: this list is the registry's single source of
+truth (design.md §2.4). Module name == threat family."""
+
+from __future__ import annotations
+
+from sipwarden.detect.detectors import malformed, recon
+
+__all__ = ["malformed", "recon"]
