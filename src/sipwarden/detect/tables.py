@@ -46,7 +46,7 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 __all__ = [
     "BoundedTable",
@@ -114,7 +114,47 @@ def _check_positive(name: str, value: float) -> None:
         raise ValueError(f"{name} must be > 0, got {value!r}")
 
 
-class TtlMap(Generic[K, V]):
+class _Table:
+    """What every bounded table shares: the bound, its counters, its size.
+
+    ``evictions``: live entries dropped to stay within ``max_entries``; ``saturations``: events
+    or members dropped because one key reached its own cap (0 for tables without one).
+    """
+
+    __slots__ = ("_data", "_evictions", "_max_entries", "_saturations")
+
+    _data: OrderedDict[Any, Any]
+
+    def __init__(self, max_entries: int) -> None:
+        _check_positive("max_entries", max_entries)
+        self._max_entries = max_entries
+        self._evictions = 0
+        self._saturations = 0
+
+    @property
+    def max_entries(self) -> int:
+        return self._max_entries
+
+    @property
+    def evictions(self) -> int:
+        return self._evictions
+
+    @property
+    def saturations(self) -> int:
+        return self._saturations
+
+    def __len__(self) -> int:
+        """Entries held (for TTL tables, expired ones not yet removed by ``expire`` too)."""
+        return len(self._data)
+
+    def state_size(self) -> int:
+        return len(self._data)
+
+    def stats(self) -> TableStats:
+        return TableStats(len(self._data), self._max_entries, self._evictions, self._saturations)
+
+
+class TtlMap(_Table, Generic[K, V]):
     """A map whose entries expire ``ttl_s`` seconds after they were last written.
 
     Use it for per-key state that must be forgotten (a pending INVITE per Call-ID, the last
@@ -132,35 +172,14 @@ class TtlMap(Generic[K, V]):
     unambiguous.
     """
 
-    __slots__ = ("_data", "_evictions", "_max_entries", "ttl_s")
+    __slots__ = ("ttl_s",)
 
     def __init__(self, max_entries: int, ttl_s: float) -> None:
-        _check_positive("max_entries", max_entries)
+        super().__init__(max_entries)
         _check_positive("ttl_s", ttl_s)
-        self._max_entries = max_entries
         self.ttl_s = ttl_s
-        self._evictions = 0
         # key -> (deadline, value); ordered by last write, hence by deadline.
         self._data: OrderedDict[K, tuple[float, V]] = OrderedDict()
-
-    @property
-    def max_entries(self) -> int:
-        return self._max_entries
-
-    @property
-    def evictions(self) -> int:
-        """Live entries dropped because the map was full."""
-        return self._evictions
-
-    def __len__(self) -> int:
-        """Entries held, including expired ones not yet removed by ``expire``."""
-        return len(self._data)
-
-    def state_size(self) -> int:
-        return len(self._data)
-
-    def stats(self) -> TableStats:
-        return TableStats(len(self._data), self._max_entries, self._evictions)
 
     def set(self, key: K, value: V, now: float) -> None:
         """Store ``value`` under ``key`` until ``now + ttl_s``; evict the oldest entry if full."""
@@ -225,41 +244,21 @@ class TtlMap(Generic[K, V]):
         return next(iter(self._data.values()))[0]
 
 
-class LruSet(Generic[K]):
+class LruSet(_Table, Generic[K]):
     """A set that forgets its least recently added member when full.
 
     Use it for "seen before" questions where forgetting only costs a repeat (user agents already
     reported, nonces already seen). ``add`` refreshes a member's recency; ``in`` does not.
     """
 
-    __slots__ = ("_data", "_evictions", "_max_entries")
+    __slots__ = ()
 
     def __init__(self, max_entries: int) -> None:
-        _check_positive("max_entries", max_entries)
-        self._max_entries = max_entries
-        self._evictions = 0
+        super().__init__(max_entries)
         self._data: OrderedDict[K, None] = OrderedDict()
-
-    @property
-    def max_entries(self) -> int:
-        return self._max_entries
-
-    @property
-    def evictions(self) -> int:
-        """Members dropped because the set was full."""
-        return self._evictions
-
-    def __len__(self) -> int:
-        return len(self._data)
 
     def __contains__(self, key: object) -> bool:
         return key in self._data
-
-    def state_size(self) -> int:
-        return len(self._data)
-
-    def stats(self) -> TableStats:
-        return TableStats(len(self._data), self._max_entries, self._evictions)
 
     def add(self, key: K) -> bool:
         """Add or refresh ``key``; ``True`` if it was not already a member."""
@@ -294,7 +293,7 @@ class _Events:
             self.total -= events.popleft()[1]
 
 
-class SlidingWindowCounter(Generic[K]):
+class SlidingWindowCounter(_Table, Generic[K]):
     """Per-key count of events in the sliding window ``(now - window_s, now]``.
 
     Use it for rate thresholds (REGISTERs per source per minute). The counter is **exact**, not
@@ -313,48 +312,15 @@ class SlidingWindowCounter(Generic[K]):
     ``count`` does not refresh a key.
     """
 
-    __slots__ = (
-        "_data",
-        "_evictions",
-        "_max_entries",
-        "_saturations",
-        "max_events_per_key",
-        "window_s",
-    )
+    __slots__ = ("max_events_per_key", "window_s")
 
     def __init__(self, max_entries: int, window_s: float, max_events_per_key: int) -> None:
-        _check_positive("max_entries", max_entries)
+        super().__init__(max_entries)
         _check_positive("window_s", window_s)
         _check_positive("max_events_per_key", max_events_per_key)
-        self._max_entries = max_entries
         self.window_s = window_s
         self.max_events_per_key = max_events_per_key
-        self._evictions = 0
-        self._saturations = 0
         self._data: OrderedDict[K, _Events] = OrderedDict()
-
-    @property
-    def max_entries(self) -> int:
-        return self._max_entries
-
-    @property
-    def evictions(self) -> int:
-        """Keys with events still in their window dropped because the table was full."""
-        return self._evictions
-
-    @property
-    def saturations(self) -> int:
-        """Events dropped because one key held ``max_events_per_key`` events."""
-        return self._saturations
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def state_size(self) -> int:
-        return len(self._data)
-
-    def stats(self) -> TableStats:
-        return TableStats(len(self._data), self._max_entries, self._evictions, self._saturations)
 
     def add(self, key: K, now: float, n: int = 1) -> int:
         """Record ``n`` events for ``key`` at ``now``; return the count in the window ending now."""
@@ -424,7 +390,7 @@ class SlidingWindowCounter(Generic[K]):
         return next(iter(self._data.values())).last + self.window_s
 
 
-class DistinctCounter(Generic[K, M]):
+class DistinctCounter(_Table, Generic[K, M]):
     """Per key, the number of distinct members seen in ``(now - window_s, now]``.
 
     Use it for fan-out signals: distinct user names tried per source, distinct targets called per
@@ -440,42 +406,16 @@ class DistinctCounter(Generic[K, M]):
     ``count`` does not refresh a key.
     """
 
-    __slots__ = ("_data", "_evictions", "_max_entries", "_saturations", "max_members", "window_s")
+    __slots__ = ("max_members", "window_s")
 
     def __init__(self, max_entries: int, window_s: float, max_members: int) -> None:
-        _check_positive("max_entries", max_entries)
+        super().__init__(max_entries)
         _check_positive("window_s", window_s)
         _check_positive("max_members", max_members)
-        self._max_entries = max_entries
         self.window_s = window_s
         self.max_members = max_members
-        self._evictions = 0
-        self._saturations = 0
         # key -> (member -> last seen), each ordered least recently seen first.
         self._data: OrderedDict[K, OrderedDict[M, float]] = OrderedDict()
-
-    @property
-    def max_entries(self) -> int:
-        return self._max_entries
-
-    @property
-    def evictions(self) -> int:
-        """Keys with members still in their window dropped because the table was full."""
-        return self._evictions
-
-    @property
-    def saturations(self) -> int:
-        """Members dropped because one key held ``max_members`` members."""
-        return self._saturations
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def state_size(self) -> int:
-        return len(self._data)
-
-    def stats(self) -> TableStats:
-        return TableStats(len(self._data), self._max_entries, self._evictions, self._saturations)
 
     @staticmethod
     def _last_seen(members: OrderedDict[M, float]) -> float:
