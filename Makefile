@@ -26,9 +26,11 @@ $(STAMP_BENCH): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[bench]'
 	touch $@
 
-# The main job on bundled data. For now: parse the bundled messages (exit 1 = the message is
-# invalid, which the scanner sample is on purpose; any other status fails the target).
+# The main job on bundled data: analyze the bundled attack capture, then parse the bundled
+# messages (exit 1 = the message is invalid, which the scanner sample is on purpose; any other
+# status fails the target).
 demo: $(STAMP_RUN)
+	$(BIN)/sipwarden analyze examples/captures/sipvicious-svmap-lbnl.pcap
 	@for f in examples/messages/*.sip; do \
 	  $(BIN)/sipwarden parse --format text "$$f"; rc=$$?; echo; \
 	  if [ $$rc -gt 1 ]; then exit $$rc; fi; \

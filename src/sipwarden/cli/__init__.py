@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from sipwarden import __version__
+from sipwarden.cli.analyze import analyze_command
 from sipwarden.cli.detectors import app as detectors_app
 from sipwarden.cli.parse import parse_command
 from sipwarden.errors import SipwardenError
@@ -50,6 +51,7 @@ def _root(
 
 
 app.command("parse")(parse_command)
+app.command("analyze")(analyze_command)
 app.add_typer(detectors_app, name="detectors")
 
 
