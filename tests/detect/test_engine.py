@@ -32,6 +32,8 @@ class EveryMessage(Detector):
     threat: ClassVar[Threat] = Threat.RECON
 
     def observe(self, o: Observation) -> list[Finding]:
+        if self.allowed(o.src.ip):
+            return []
         return [
             Finding(
                 self.id,

@@ -60,7 +60,8 @@ class Detector(ABC):
         self._allow = _networks(self.config.allow_sources)
 
     def allowed(self, ip: str) -> bool:
-        """True when ``ip`` is on this detector's allow-list."""
+        """True when ``ip`` is on this detector's allow-list. Detectors call it for the party
+        they judge (a request's source; for a response, the client it goes to)."""
         if not self._allow:
             return False
         try:

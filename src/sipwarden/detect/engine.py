@@ -73,8 +73,9 @@ class Engine:
         if obs.ts > self._now:
             self.advance(obs.ts)
         for detector in self.detectors:
-            if not detector.allowed(obs.src.ip):
-                self._merge(detector.observe(obs))
+            # Each detector applies its allow-list to the party it judges: the source of a
+            # request, but the client a response goes to (credential detectors).
+            self._merge(detector.observe(obs))
 
     def advance(self, now: float) -> None:
         """Let time pass: detectors close windows, idle episodes close."""

@@ -3,6 +3,6 @@ truth (design.md §2.4). Module name == threat family."""
 
 from __future__ import annotations
 
-from sipwarden.detect.detectors import malformed, recon
+from sipwarden.detect.detectors import credential, malformed, recon, tdos
 
-__all__ = ["malformed", "recon"]
+__all__ = ["credential", "malformed", "recon", "tdos"]

@@ -27,6 +27,8 @@ class ParserDefect(Detector):
     threat: ClassVar[Threat] = Threat.MALFORMED
 
     def observe(self, obs: Observation) -> list[Finding]:
+        if self.allowed(obs.src.ip):
+            return []
         if obs.error is not None:
             code, detail = obs.error.code, obs.error.detail
         elif obs.message is not None:

@@ -80,7 +80,7 @@ class ScannerUserAgent(Detector):
 
     def observe(self, obs: Observation) -> list[Finding]:
         request = obs.request
-        if request is None:
+        if request is None or self.allowed(obs.src.ip):
             return []
         user_agent = request.headers.get("user-agent") or ""
         try:

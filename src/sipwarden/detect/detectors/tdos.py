@@ -1,0 +1,460 @@
+"""tdos: telephony denial of service - floods per source, fan-in on one target, call floods
+(conventions.md §1; defaults from shared/reference/detection-anchors.md §2.1 and §2.7).
+
+Every detector here counts in the bounded tables of :mod:`sipwarden.detect.tables` (source IPs,
+Request-URIs and callee users are chosen by the sender) and rate-limits its own hits: one hit
+when a key's count reaches the threshold, then at most one per window while the key stays at or
+over it. The engine merges those hits into one finding per episode whose ``count`` is the number
+of windows found over the threshold.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import ClassVar
+
+from pydantic import Field
+
+from sipwarden.detect.base import Detector, DetectorConfig
+from sipwarden.detect.finding import Evidence, Finding, RecommendedAction, Target
+from sipwarden.detect.observation import Observation
+from sipwarden.detect.registry import register
+from sipwarden.detect.tables import DistinctCounter, SlidingWindowCounter, TableStats, TtlMap
+from sipwarden.detect.taxonomy import Severity, Threat
+from sipwarden.sip import Request, SipParseError
+
+__all__ = [
+    "InviteRatePerTarget",
+    "InviteRatePerTargetConfig",
+    "RequestFlood",
+    "RequestFloodConfig",
+    "TargetFanIn",
+    "TargetFanInConfig",
+]
+
+_MAX_INDICATOR = 200
+
+
+class _Throttle:
+    """Which keys had a hit in the last ``window_s`` (so the next one waits a window)."""
+
+    __slots__ = ("_last",)
+
+    def __init__(self, max_entries: int, window_s: float) -> None:
+        self._last: TtlMap[str, float] = TtlMap(max_entries, window_s)
+
+    def allow(self, key: str, now: float) -> bool:
+        """True (and remembered) unless ``key`` had a hit less than a window ago."""
+        if self._last.get(key, now) is not None:
+            return False
+        self._last.set(key, now, now)
+        return True
+
+    @property
+    def table(self) -> TtlMap[str, float]:
+        return self._last
+
+
+def _call_id(request: Request) -> str | None:
+    try:
+        return request.call_id
+    except SipParseError:
+        return None
+
+
+def _ruri_user_host(request: Request) -> tuple[str | None, str] | None:
+    """(user, host) of the Request-URI, user %-unescaped and host lower-cased; None if bad."""
+    try:
+        uri = request.request_uri
+    except SipParseError:
+        return None
+    return uri.user_unescaped, uri.host_lower
+
+
+class _WindowedDetector(Detector):
+    """Shared plumbing: the tables a detector holds, their expiry, their stats."""
+
+    @abstractmethod
+    def _tables(self) -> tuple[DistinctCounter[str, str] | SlidingWindowCounter[str], _Throttle]:
+        """The key counter and the hit throttle of this detector."""
+
+    def advance(self, now: float) -> list[Finding]:
+        counter, throttle = self._tables()
+        counter.expire(now)
+        throttle.table.expire(now)
+        return []
+
+    def next_deadline(self) -> float | None:
+        counter, throttle = self._tables()
+        deadlines = [
+            d for d in (counter.next_expiry(), throttle.table.next_expiry()) if d is not None
+        ]
+        return min(deadlines) if deadlines else None
+
+    def stats(self) -> TableStats:
+        counter, throttle = self._tables()
+        return TableStats.total((counter, throttle.table))
+
+    def state_size(self) -> int:
+        return self.stats().entries
+
+    def evictions(self) -> int:
+        return self.stats().evictions
+
+
+# -- RequestFlood --------------------------------------------------------------------------------
+
+
+class RequestFloodConfig(DetectorConfig):
+    window_s: float = Field(
+        2.0,
+        gt=0,
+        description=(
+            "Sliding window, seconds. Default as Kamailio/OpenSIPS pike `sampling_time_unit` = "
+            "2 s (kamailio/kamailio:src/modules/pike/README). Unlike pike's IP tree, which may "
+            "need up to 3x the density for IPv4 (8-9x for IPv6) depending on neighbouring "
+            "addresses, this window fires as soon as the count is reached."
+        ),
+    )
+    requests_per_window: int = Field(
+        30,
+        ge=1,
+        description=(
+            "SIP requests (responses are not counted) from one source IP within one window "
+            "that make a flood; the hit comes with the request that reaches it. Default as "
+            "pike `reqs_density_per_unit` = 30 (Kamailio's default config uses a stricter 16)."
+        ),
+    )
+    max_sources: int = Field(
+        100_000,
+        ge=1,
+        description=(
+            "Most source IPs tracked at once; when full, the least recently seen source is "
+            "evicted first and counted in evictions (its count restarts if it comes back)."
+        ),
+    )
+    block_ttl_s: int = Field(
+        300,
+        ge=1,
+        description=(
+            "Suggested TEMP_BLOCK duration, seconds. Default as the Kamailio default config's "
+            "ban table (`$sht(ipban=>$si)`, htable autoexpire = 300 s; etc/kamailio.cfg)."
+        ),
+    )
+
+
+@register
+class RequestFlood(_WindowedDetector):
+    """Pike-style request density: too many SIP requests from one source IP within a window.
+
+    Signal: requests (any method; responses and unparsable datagrams are not counted) per
+    source IP in a sliding window of ``window_s``; a hit when the count reaches
+    ``requests_per_window``, then at most one per window while the source stays over it.
+    Why: a single-source flood (sipp, SIPVicious, a broken UA in a retry loop) exhausts proxy
+    and PBX capacity long before bandwidth runs out.
+    Defaults' anchor: Kamailio/OpenSIPS pike (``sampling_time_unit`` 2 s,
+    ``reqs_density_per_unit`` 30) and the Kamailio default-config 300 s ban. A sliding window
+    fires as soon as the count is reached; pike's tree may need up to 3x that (design.md §5).
+    Known false positives: a NAT'd PBX or SBC sending OPTIONS keep-alives for many extensions
+    (pike blocked a FreePBX sending OPTIONS for 2000 extensions, dOpensource/dsiprouter#696);
+    an office behind one IP re-REGISTERing after an outage (irontec/ivozprovider#704). Put such
+    peers in ``allow_sources``.
+    """
+
+    id: ClassVar[str] = "tdos.request_flood"
+    threat: ClassVar[Threat] = Threat.TDOS
+    Config: ClassVar[type[DetectorConfig]] = RequestFloodConfig
+
+    def __init__(self, config: DetectorConfig | None = None) -> None:
+        super().__init__(config)
+        assert isinstance(self.config, RequestFloodConfig)
+        cfg = self.config
+        self._cfg = cfg
+        self._counts: SlidingWindowCounter[str] = SlidingWindowCounter(
+            cfg.max_sources, cfg.window_s, cfg.requests_per_window
+        )
+        self._throttle = _Throttle(cfg.max_sources, cfg.window_s)
+
+    def _tables(self) -> tuple[SlidingWindowCounter[str], _Throttle]:
+        return self._counts, self._throttle
+
+    def observe(self, obs: Observation) -> list[Finding]:
+        request = obs.request
+        if request is None or self.allowed(obs.src.ip):
+            return []
+        cfg = self._cfg
+        source = obs.src.ip
+        count = self._counts.add(source, obs.ts)
+        if count < cfg.requests_per_window or not self._throttle.allow(source, obs.ts):
+            return []
+        return [
+            Finding(
+                self.id,
+                self.threat,
+                Severity.HIGH,
+                80,
+                f"request flood from {source}: {count} requests in {cfg.window_s:g} s "
+                f"(last {request.method[:32]} to {obs.dst.ip})",
+                source,
+                obs.ts,
+                obs.ts,
+                source=obs.src,
+                target=Target(obs.dst.ip, obs.dst.port),
+                indicators={
+                    "requests_in_window": str(count),
+                    "window_s": f"{cfg.window_s:g}",
+                    "method": request.method[:32],
+                },
+                evidence=Evidence().add(obs.frame or None, _call_id(request)),
+                recommended_action=RecommendedAction("TEMP_BLOCK", cfg.block_ttl_s),
+            )
+        ]
+
+
+# -- TargetFanIn ---------------------------------------------------------------------------------
+
+
+class TargetFanInConfig(DetectorConfig):
+    window_s: float = Field(
+        10.0,
+        gt=0,
+        description=(
+            "Sliding window, seconds. Default 10 s as the Kamailio ratelimit/pipelimit and "
+            "OpenSIPS ratelimit `timer_interval` (and OpenSIPS SBT `window_size`) = 10 s, the "
+            "interval those modules use for per-target pipes keyed on $rU."
+        ),
+    )
+    sources_per_window: int = Field(
+        50,
+        ge=1,
+        description=(
+            "Distinct source IPs sending requests to one target within one window that make a "
+            "distributed flood. Our default: a target is normally reached through a handful of "
+            "proxies/trunks, and a botnet spreading load to stay under per-source limits (30 "
+            "requests / 2 s each, RequestFlood) needs many sources to hurt; 50 is well above a "
+            "busy trunk group and well below a botnet. No open engine has a default (Kamailio "
+            "pipelimit and OpenSIPS ratelimit keyed on $rU leave the limit to the operator)."
+        ),
+    )
+    max_targets: int = Field(
+        100_000,
+        ge=1,
+        description=(
+            "Most targets tracked at once; when full, the least recently seen target is "
+            "evicted first and counted in evictions. Each target keeps at most "
+            "`sources_per_window` sources (enough to answer 'reached the threshold?')."
+        ),
+    )
+    ignore_methods: tuple[str, ...] = Field(
+        ("REGISTER",),
+        description=(
+            "Request methods not counted (upper-case). REGISTER by default: every phone of a "
+            "domain registers to the same Request-URI (sip:domain), so a registrar sees a "
+            "large fan-in after an outage (irontec/ivozprovider#704); per-source floods are "
+            "still caught by tdos.request_flood."
+        ),
+    )
+    block_ttl_s: int = Field(
+        300,
+        ge=1,
+        description=(
+            "Suggested RATE_LIMIT duration for the target, seconds; 300 s as the Kamailio "
+            "default config's ban (htable autoexpire)."
+        ),
+    )
+
+
+@register
+class TargetFanIn(_WindowedDetector):
+    """Distributed flood: many distinct sources sending requests to one target within a window.
+
+    Signal: distinct source IPs per target in a sliding window, the target being the
+    Request-URI ``user@host`` (``host`` when it has no user, the destination IP when it does not
+    parse). Responses and ``ignore_methods`` are not counted.
+    Why: a botnet spreads a flood over many sources so each stays under per-source limits
+    (pike, tdos.request_flood); only the target sees the sum.
+    Defaults' anchor: 50 sources / 10 s - the 10 s interval of Kamailio pipelimit / OpenSIPS
+    ratelimit (keyed on ``$rU`` for this purpose, anchors §2.1); the count is our proposal.
+    Known false positives: a popular number reached directly by many peers; many NAT'd PBXs
+    polling one monitoring URI with OPTIONS (dOpensource/dsiprouter#696 shows OPTIONS storms
+    from one PBX); trusted peers go in ``allow_sources``.
+    """
+
+    id: ClassVar[str] = "tdos.target_fan_in"
+    threat: ClassVar[Threat] = Threat.TDOS
+    Config: ClassVar[type[DetectorConfig]] = TargetFanInConfig
+
+    def __init__(self, config: DetectorConfig | None = None) -> None:
+        super().__init__(config)
+        assert isinstance(self.config, TargetFanInConfig)
+        cfg = self.config
+        self._cfg = cfg
+        self._ignore = frozenset(m.upper() for m in cfg.ignore_methods)
+        self._sources: DistinctCounter[str, str] = DistinctCounter(
+            cfg.max_targets, cfg.window_s, cfg.sources_per_window
+        )
+        self._throttle = _Throttle(cfg.max_targets, cfg.window_s)
+
+    def _tables(self) -> tuple[DistinctCounter[str, str], _Throttle]:
+        return self._sources, self._throttle
+
+    def observe(self, obs: Observation) -> list[Finding]:
+        request = obs.request
+        if request is None or request.method in self._ignore or self.allowed(obs.src.ip):
+            return []
+        cfg = self._cfg
+        parts = _ruri_user_host(request)
+        user: str | None = None
+        if parts is None:
+            key = f"ip:{obs.dst.ip}"
+        else:
+            user, host = parts
+            key = f"{user}@{host}" if user is not None else host
+        count = self._sources.add(key, obs.src.ip, obs.ts)
+        if count < cfg.sources_per_window or not self._throttle.allow(key, obs.ts):
+            return []
+        return [
+            Finding(
+                self.id,
+                self.threat,
+                Severity.HIGH,
+                60,
+                f"distributed flood on {key[:_MAX_INDICATOR]}: requests from {count} sources "
+                f"in {cfg.window_s:g} s",
+                key,
+                obs.ts,
+                obs.ts,
+                source=obs.src,
+                target=Target(obs.dst.ip, obs.dst.port, user),
+                indicators={
+                    "target": key[:_MAX_INDICATOR],
+                    "sources_in_window": str(count),
+                    "window_s": f"{cfg.window_s:g}",
+                },
+                evidence=Evidence().add(obs.frame or None, _call_id(request)),
+                recommended_action=RecommendedAction("RATE_LIMIT", cfg.block_ttl_s),
+            )
+        ]
+
+
+# -- InviteRatePerTarget -------------------------------------------------------------------------
+
+
+class InviteRatePerTargetConfig(DetectorConfig):
+    window_s: float = Field(
+        10.0,
+        gt=0,
+        description=(
+            "Sliding window, seconds. Default 10 s as Kamailio pipelimit `timer_interval` = 10 "
+            "(a pipe keyed on $rU is the open-source way to cap calls to one callee)."
+        ),
+    )
+    invites_per_window: int = Field(
+        20,
+        ge=1,
+        description=(
+            "New INVITEs (no To tag; re-INVITEs are not counted) to one callee within one "
+            "window that make a call flood. Our default, 2 calls/s sustained for 10 s: far "
+            "above what one person or a small hunt group answers. Coarser anchor: ET Open "
+            "INVITE flood 100 in 60 s by_src (sids 2003192/2009698)."
+        ),
+    )
+    max_callees: int = Field(
+        100_000,
+        ge=1,
+        description=(
+            "Most callees tracked at once; when full, the least recently called is evicted "
+            "first and counted in evictions."
+        ),
+    )
+    ignore_users: tuple[str, ...] = Field(
+        (),
+        description=(
+            "Request-URI users never counted (exact match): contact-centre, IVR or conference "
+            "numbers that legitimately take many calls per second. Empty by default."
+        ),
+    )
+    block_ttl_s: int = Field(
+        300,
+        ge=1,
+        description=(
+            "Suggested RATE_LIMIT duration for calls to the callee, seconds; 300 s as the "
+            "Kamailio default config's ban (htable autoexpire)."
+        ),
+    )
+
+
+@register
+class InviteRatePerTarget(_WindowedDetector):
+    """INVITE flood on one callee: too many new calls to one Request-URI user within a window.
+
+    Signal: initial INVITEs (no To tag) per Request-URI user (%-unescaped, any host, as
+    Kamailio ``$rU``) in a sliding window, from any sources; INVITEs without a user part are not
+    counted (tdos.target_fan_in and tdos.request_flood still see them).
+    Why: a call flood (robocalls, a T-DoS campaign, a wangiri burst back) makes one number
+    unreachable even when each source stays slow.
+    Defaults' anchor: 20 INVITEs / 10 s - Kamailio pipelimit keyed on ``$rU`` with its 10 s
+    ``timer_interval``; ET Open INVITE flood 100 / 60 s (by source) is the coarse reference.
+    Known false positives: contact-centre / IVR / conference numbers (``ignore_users``); a
+    NAT'd PBX or SBC relaying many callers' calls to one number (dOpensource/dsiprouter#696
+    shows how such peers trip per-IP limits; ``allow_sources``).
+    """
+
+    id: ClassVar[str] = "tdos.invite_rate_per_target"
+    threat: ClassVar[Threat] = Threat.TDOS
+    Config: ClassVar[type[DetectorConfig]] = InviteRatePerTargetConfig
+
+    def __init__(self, config: DetectorConfig | None = None) -> None:
+        super().__init__(config)
+        assert isinstance(self.config, InviteRatePerTargetConfig)
+        cfg = self.config
+        self._cfg = cfg
+        self._ignore = frozenset(cfg.ignore_users)
+        self._invites: SlidingWindowCounter[str] = SlidingWindowCounter(
+            cfg.max_callees, cfg.window_s, cfg.invites_per_window
+        )
+        self._throttle = _Throttle(cfg.max_callees, cfg.window_s)
+
+    def _tables(self) -> tuple[SlidingWindowCounter[str], _Throttle]:
+        return self._invites, self._throttle
+
+    def observe(self, obs: Observation) -> list[Finding]:
+        request = obs.request
+        if request is None or request.method != "INVITE" or self.allowed(obs.src.ip):
+            return []
+        try:
+            to = request.to
+        except SipParseError:
+            to = None
+        if to is not None and to.tag:
+            return []  # re-INVITE inside a dialog, not a new call
+        parts = _ruri_user_host(request)
+        if parts is None or not parts[0] or parts[0] in self._ignore:
+            return []
+        cfg = self._cfg
+        callee = parts[0]
+        count = self._invites.add(callee, obs.ts)
+        if count < cfg.invites_per_window or not self._throttle.allow(callee, obs.ts):
+            return []
+        return [
+            Finding(
+                self.id,
+                self.threat,
+                Severity.HIGH,
+                70,
+                f"INVITE flood on {callee[:_MAX_INDICATOR]}: {count} new calls in "
+                f"{cfg.window_s:g} s (last from {obs.src.ip})",
+                callee,
+                obs.ts,
+                obs.ts,
+                source=obs.src,
+                target=Target(obs.dst.ip, obs.dst.port, callee),
+                indicators={
+                    "callee": callee[:_MAX_INDICATOR],
+                    "invites_in_window": str(count),
+                    "window_s": f"{cfg.window_s:g}",
+                },
+                evidence=Evidence().add(obs.frame or None, _call_id(request)),
+                recommended_action=RecommendedAction("RATE_LIMIT", cfg.block_ttl_s),
+            )
+        ]
