@@ -6,11 +6,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from sipwarden.detect import DETECTORS, DetectorConfig, Engine, Observation, Threat
+from sipwarden.detect import DETECTORS, DetectorConfig, Engine, Threat
 from sipwarden.detect.detectors.malformed import ParserDefect
 from sipwarden.detect.detectors.recon import ScannerUserAgent
-from sipwarden.net import Endpoint
-from sipwarden.sip import SipParseError, parse_message
+from tests.detect import observe
 
 
 def request(user_agent: str = "Yealink SIP-T46U", display: str = "Desk") -> bytes:
@@ -20,16 +19,6 @@ def request(user_agent: str = "Yealink SIP-T46U", display: str = "Desk") -> byte
         f"Call-ID: c1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nUser-Agent: {user_agent}\r\n"
         "Content-Length: 0\r\n\r\n"
     ).encode()
-
-
-def observe(data: bytes, ts: float = 0.0, src: str = "192.0.2.10", frame: int = 1) -> Observation:
-    try:
-        message, error = parse_message(data), None
-    except SipParseError as exc:
-        message, error = None, exc
-    return Observation(
-        ts, frame, Endpoint(src, 5060), Endpoint("198.51.100.5", 5060), message, error, len(data)
-    )
 
 
 def test_registry_ids_match_their_family() -> None:

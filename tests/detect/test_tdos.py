@@ -9,7 +9,7 @@ import itertools
 import pydantic
 import pytest
 
-from sipwarden.detect import DETECTORS, Engine, Observation
+from sipwarden.detect import DETECTORS, Engine
 from sipwarden.detect.detectors.tdos import (
     InviteRatePerTarget,
     InviteRatePerTargetConfig,
@@ -18,8 +18,8 @@ from sipwarden.detect.detectors.tdos import (
     TargetFanIn,
     TargetFanInConfig,
 )
-from sipwarden.net import Endpoint
-from sipwarden.sip import SipParseError, parse_message
+from sipwarden.sip import SipParseError
+from tests.detect import observe
 
 DST = "198.51.100.5"
 
@@ -43,16 +43,6 @@ def response(code: int = 200) -> bytes:
         f"From: <sip:caller@192.0.2.10>;tag=1\r\nTo: <sip:100@{DST}>;tag=2\r\n"
         "Call-ID: c1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
     ).encode()
-
-
-def observe(data: bytes, ts: float = 0.0, src: str = "192.0.2.10", frame: int = 1) -> Observation:
-    try:
-        message, error = parse_message(data), None
-    except SipParseError as exc:
-        message, error = None, exc
-    return Observation(
-        ts, frame, Endpoint(src, 5060), Endpoint(DST, 5060), message, error, len(data)
-    )
 
 
 def ip(i: int) -> str:

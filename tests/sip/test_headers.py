@@ -670,3 +670,23 @@ def test_escaped_password_equals_unescaped() -> None:
 
 def test_escaped_reserved_character_in_user_is_not_the_character() -> None:
     assert parse_uri("sip:a%3Bb@atlanta.com") != parse_uri("sip:a;b@atlanta.com")
+
+
+def test_value_cache_can_be_turned_off_and_on() -> None:
+    """The cache is an optimisation only: with it off, typed values are the same."""
+    from sipwarden.sip import parse_message
+    from sipwarden.sip.hdr import HEADER_TYPES, VALUE_CACHE_ENTRIES, set_value_cache_entries
+
+    data = (
+        b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKcache\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
+    cached = parse_message(data).via
+    set_value_cache_entries(0)
+    try:
+        assert parse_message(data).via == cached
+        assert len(HEADER_TYPES["via"].values) == 0
+    finally:
+        set_value_cache_entries(VALUE_CACHE_ENTRIES)
+    parse_message(data).via  # noqa: B018
+    assert len(HEADER_TYPES["via"].values) == 1

@@ -16,9 +16,10 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from sipwarden.detect.finding import Finding
+from sipwarden.detect.finding import Evidence, Finding, RecommendedAction, Target
 from sipwarden.detect.observation import Observation
-from sipwarden.detect.taxonomy import Threat
+from sipwarden.detect.taxonomy import Severity, Threat
+from sipwarden.sip import SipParseError
 
 __all__ = ["Detector", "DetectorConfig"]
 
@@ -69,6 +70,42 @@ class Detector(ABC):
         except ValueError:
             return False
         return any(address in net for net in self._allow)
+
+    def hit(
+        self,
+        obs: Observation,
+        severity: Severity,
+        confidence: int,
+        summary: str,
+        key: str,
+        *,
+        target: Target | None = None,
+        indicators: dict[str, str] | None = None,
+        action: RecommendedAction | None = None,
+    ) -> Finding:
+        """A one-observation hit of this detector: seen at ``obs.ts`` from ``obs.src``, with
+        the frame and (when readable) the Call-ID as evidence."""
+        call_id = None
+        if obs.message is not None:
+            try:
+                call_id = obs.message.call_id
+            except SipParseError:
+                call_id = None
+        return Finding(
+            self.id,
+            self.threat,
+            severity,
+            confidence,
+            summary,
+            key,
+            obs.ts,
+            obs.ts,
+            source=obs.src,
+            target=target,
+            indicators=indicators if indicators is not None else {},
+            evidence=Evidence().add(obs.frame or None, call_id),
+            recommended_action=action,
+        )
 
     @abstractmethod
     def observe(self, obs: Observation) -> list[Finding]:

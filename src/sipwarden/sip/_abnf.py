@@ -45,3 +45,25 @@ HCHARS = r"(?:[A-Za-z0-9\-_.!~*'()\[\]/?:+$]|%[0-9A-Fa-f]{2})"
 
 # scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )
 SCHEME = r"[A-Za-z][A-Za-z0-9+\-.]*"
+
+#: Methods of RFC 3261 and its extensions (RFC 3262 PRACK, 3265/6665 SUBSCRIBE/NOTIFY, 3311
+#: UPDATE, 3428 MESSAGE, 3515 REFER, 3903 PUBLISH, 2976 INFO). Others are legal extension
+#: methods and recorded as ``unknown_method``.
+KNOWN_METHODS = frozenset(
+    {
+        "INVITE",
+        "ACK",
+        "BYE",
+        "CANCEL",
+        "OPTIONS",
+        "REGISTER",
+        "PRACK",
+        "SUBSCRIBE",
+        "NOTIFY",
+        "PUBLISH",
+        "INFO",
+        "REFER",
+        "MESSAGE",
+        "UPDATE",
+    }
+)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import re
 
 from sipwarden.sip import _abnf
+from sipwarden.sip._abnf import KNOWN_METHODS
 from sipwarden.sip.errors import Defect, SipParseError
 from sipwarden.sip.headers import _KEY_CACHE, Headers, header_key
 from sipwarden.sip.limits import DEFAULT_LIMITS, ParseLimits
@@ -36,27 +37,6 @@ from sipwarden.sip.message import Request, Response
 
 __all__ = ["KNOWN_METHODS", "field_spans", "parse_message"]
 
-#: Methods of RFC 3261 and its extensions (RFC 3262 PRACK, 3265/6665 SUBSCRIBE/NOTIFY, 3311
-#: UPDATE, 3428 MESSAGE, 3515 REFER, 3903 PUBLISH, 2976 INFO). Others are legal extension
-#: methods and recorded as ``unknown_method``.
-KNOWN_METHODS = frozenset(
-    {
-        "INVITE",
-        "ACK",
-        "BYE",
-        "CANCEL",
-        "OPTIONS",
-        "REGISTER",
-        "PRACK",
-        "SUBSCRIBE",
-        "NOTIFY",
-        "PUBLISH",
-        "INFO",
-        "REFER",
-        "MESSAGE",
-        "UPDATE",
-    }
-)
 
 _REQUEST_LINE = re.compile(rf"({_abnf.TOKEN}) ([^\x00-\x20\x7f]+) SIP/2\.0")
 _STATUS_LINE = re.compile(r"SIP/2\.0 ([1-6][0-9][0-9]) ([^\r\n]*)")

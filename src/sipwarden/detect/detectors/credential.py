@@ -26,6 +26,7 @@ episode closed may count a few of them twice.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import ClassVar, Generic, TypeVar
@@ -273,17 +274,31 @@ class _CredentialDetector(Detector):
         assert isinstance(self.config, _CredentialConfig)
         self._failures = _FailureTracker(self.config)
 
+    #: Episodes over the threshold, by key; each subclass sizes it from its own config.
+    _open: _Episodes[str]
+
     def _tables(self) -> list[BoundedTable]:
         return [self._failures.requests]
 
-    def _episodes(self) -> _Episodes[str]:
-        raise NotImplementedError
+    @abstractmethod
+    def _key(self, failure: _Failure) -> str:
+        """What one finding is about (an attacker, a user, or both)."""
+
+    @abstractmethod
+    def _measure(self, key: str, failure: _Failure) -> tuple[int, bool]:
+        """Record the failure; (the count a hit reports, whether the key is over threshold)."""
+
+    @abstractmethod
+    def _finding(self, hit: _Hit) -> Finding: ...
 
     def _count(self, failure: _Failure) -> list[Finding]:
-        raise NotImplementedError
-
-    def _finding(self, hit: _Hit) -> Finding:
-        raise NotImplementedError
+        key = self._key(failure)
+        count, over = self._measure(key, failure)
+        if not over:
+            self._open.under(key, failure)
+            return []
+        hit = self._open.over(key, failure, count)
+        return [self._finding(hit)] if hit is not None else []
 
     def observe(self, obs: Observation) -> list[Finding]:
         hits = self.advance(obs.ts) if self._due(obs.ts) else []
@@ -301,14 +316,14 @@ class _CredentialDetector(Detector):
         for table in self._tables():
             if isinstance(table, SlidingWindowCounter | DistinctCounter):
                 table.expire(now)
-        return [self._finding(hit) for hit in self._episodes().expire(now)]
+        return [self._finding(hit) for hit in self._open.expire(now)]
 
     def next_deadline(self) -> float | None:
         deadlines = [
             d
             for d in (
                 self._failures.requests.next_expiry(),
-                self._episodes().table.next_expiry(),
+                self._open.table.next_expiry(),
                 *(
                     t.next_expiry()
                     for t in self._tables()
@@ -320,7 +335,7 @@ class _CredentialDetector(Detector):
         return min(deadlines) if deadlines else None
 
     def stats(self) -> TableStats:
-        return TableStats.total([*self._tables(), self._episodes().table])
+        return TableStats.total([*self._tables(), self._open.table])
 
     def state_size(self) -> int:
         return self.stats().entries
@@ -398,17 +413,12 @@ class RegistrationBruteForce(_CredentialDetector):
     def _tables(self) -> list[BoundedTable]:
         return [*super()._tables(), self._counter]
 
-    def _episodes(self) -> _Episodes[str]:
-        return self._open
+    def _key(self, failure: _Failure) -> str:
+        return f"{failure.client.ip}|{failure.user}"
 
-    def _count(self, failure: _Failure) -> list[Finding]:
-        key = f"{failure.client.ip}|{failure.user}"
+    def _measure(self, key: str, failure: _Failure) -> tuple[int, bool]:
         count = self._counter.add((failure.client.ip, failure.user), failure.ts)
-        if count < self._threshold:
-            self._open.under(key, failure)
-            return []
-        hit = self._open.over(key, failure, count)
-        return [self._finding(hit)] if hit is not None else []
+        return count, count >= self._threshold
 
     def _finding(self, hit: _Hit) -> Finding:
         failure = hit.latest
@@ -498,18 +508,13 @@ class PasswordSpray(_CredentialDetector):
     def _tables(self) -> list[BoundedTable]:
         return [*super()._tables(), self._counter, self._users]
 
-    def _episodes(self) -> _Episodes[str]:
-        return self._open
+    def _key(self, failure: _Failure) -> str:
+        return failure.client.ip
 
-    def _count(self, failure: _Failure) -> list[Finding]:
-        key = failure.client.ip
+    def _measure(self, key: str, failure: _Failure) -> tuple[int, bool]:
         failures = self._counter.add(key, failure.ts)
         users = self._users.add(key, failure.user, failure.ts)
-        if failures < self._failures_needed or users < self._users_needed:
-            self._open.under(key, failure)
-            return []
-        hit = self._open.over(key, failure, failures)
-        return [self._finding(hit)] if hit is not None else []
+        return failures, failures >= self._failures_needed and users >= self._users_needed
 
     def _finding(self, hit: _Hit) -> Finding:
         failure = hit.latest
@@ -590,17 +595,12 @@ class DistributedBruteForce(_CredentialDetector):
     def _tables(self) -> list[BoundedTable]:
         return [*super()._tables(), self._sources]
 
-    def _episodes(self) -> _Episodes[str]:
-        return self._open
+    def _key(self, failure: _Failure) -> str:
+        return failure.user
 
-    def _count(self, failure: _Failure) -> list[Finding]:
-        key = failure.user
+    def _measure(self, key: str, failure: _Failure) -> tuple[int, bool]:
         sources = self._sources.add(key, failure.client.ip, failure.ts)
-        if sources < self._threshold:
-            self._open.under(key, failure)
-            return []
-        hit = self._open.over(key, failure, sources)
-        return [self._finding(hit)] if hit is not None else []
+        return sources, sources >= self._threshold
 
     def _finding(self, hit: _Hit) -> Finding:
         failure = hit.latest

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from sipwarden.detect.base import Detector
-from sipwarden.detect.finding import Evidence, Finding, RecommendedAction
+from sipwarden.detect.finding import Finding, RecommendedAction
 from sipwarden.detect.observation import Observation
 from sipwarden.detect.registry import register
 from sipwarden.detect.taxonomy import Severity, Threat
@@ -39,18 +39,13 @@ class ParserDefect(Detector):
         else:
             return []
         return [
-            Finding(
-                self.id,
-                self.threat,
+            self.hit(
+                obs,
                 Severity.LOW,
                 80,
                 f"malformed SIP from {obs.src.ip}: {code} ({detail[:80]})",
                 obs.src.ip,
-                obs.ts,
-                obs.ts,
-                source=obs.src,
                 indicators={"code": code},
-                evidence=Evidence().add(obs.frame or None, None),
-                recommended_action=RecommendedAction("MONITOR"),
+                action=RecommendedAction("MONITOR"),
             )
         ]

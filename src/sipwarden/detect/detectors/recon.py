@@ -7,7 +7,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from sipwarden.detect.base import Detector, DetectorConfig
-from sipwarden.detect.finding import Evidence, Finding, RecommendedAction, Target
+from sipwarden.detect.finding import Finding, RecommendedAction, Target
 from sipwarden.detect.observation import Observation
 from sipwarden.detect.registry import register
 from sipwarden.detect.taxonomy import Severity, Threat
@@ -95,28 +95,19 @@ class ScannerUserAgent(Detector):
             user = request.request_uri.user
         except SipParseError:
             user = None
-        try:
-            call_id = request.call_id
-        except SipParseError:
-            call_id = None
         indicators = {"signature": matched}
         if user_agent:
             indicators["user_agent"] = user_agent[:200]
         return [
-            Finding(
-                self.id,
-                self.threat,
+            self.hit(
+                obs,
                 Severity.HIGH,
                 90,
                 f"SIP scanner {matched!r} from {obs.src.ip} ({request.method} to {obs.dst.ip})",
                 obs.src.ip,
-                obs.ts,
-                obs.ts,
-                source=obs.src,
                 target=Target(obs.dst.ip, obs.dst.port, user),
                 indicators=indicators,
-                evidence=Evidence().add(obs.frame or None, call_id),
-                recommended_action=RecommendedAction("TEMP_BLOCK", 3600),
+                action=RecommendedAction("TEMP_BLOCK", 3600),
             )
         ]
 

@@ -16,7 +16,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from sipwarden.detect.base import Detector, DetectorConfig
-from sipwarden.detect.finding import Evidence, Finding, RecommendedAction, Target
+from sipwarden.detect.finding import Finding, RecommendedAction, Target
 from sipwarden.detect.observation import Observation
 from sipwarden.detect.registry import register
 from sipwarden.detect.tables import DistinctCounter, SlidingWindowCounter, TableStats, TtlMap
@@ -53,13 +53,6 @@ class _Throttle:
     @property
     def table(self) -> TtlMap[str, float]:
         return self._last
-
-
-def _call_id(request: Request) -> str | None:
-    try:
-        return request.call_id
-    except SipParseError:
-        return None
 
 
 def _ruri_user_host(request: Request) -> tuple[str | None, str] | None:
@@ -188,25 +181,20 @@ class RequestFlood(_WindowedDetector):
         if count < cfg.requests_per_window or not self._throttle.allow(source, obs.ts):
             return []
         return [
-            Finding(
-                self.id,
-                self.threat,
+            self.hit(
+                obs,
                 Severity.HIGH,
                 80,
                 f"request flood from {source}: {count} requests in {cfg.window_s:g} s "
                 f"(last {request.method[:32]} to {obs.dst.ip})",
                 source,
-                obs.ts,
-                obs.ts,
-                source=obs.src,
                 target=Target(obs.dst.ip, obs.dst.port),
                 indicators={
                     "requests_in_window": str(count),
                     "window_s": f"{cfg.window_s:g}",
                     "method": request.method[:32],
                 },
-                evidence=Evidence().add(obs.frame or None, _call_id(request)),
-                recommended_action=RecommendedAction("TEMP_BLOCK", cfg.block_ttl_s),
+                action=RecommendedAction("TEMP_BLOCK", cfg.block_ttl_s),
             )
         ]
 
@@ -314,25 +302,20 @@ class TargetFanIn(_WindowedDetector):
         if count < cfg.sources_per_window or not self._throttle.allow(key, obs.ts):
             return []
         return [
-            Finding(
-                self.id,
-                self.threat,
+            self.hit(
+                obs,
                 Severity.HIGH,
                 60,
                 f"distributed flood on {key[:_MAX_INDICATOR]}: requests from {count} sources "
                 f"in {cfg.window_s:g} s",
                 key,
-                obs.ts,
-                obs.ts,
-                source=obs.src,
                 target=Target(obs.dst.ip, obs.dst.port, user),
                 indicators={
                     "target": key[:_MAX_INDICATOR],
                     "sources_in_window": str(count),
                     "window_s": f"{cfg.window_s:g}",
                 },
-                evidence=Evidence().add(obs.frame or None, _call_id(request)),
-                recommended_action=RecommendedAction("RATE_LIMIT", cfg.block_ttl_s),
+                action=RecommendedAction("RATE_LIMIT", cfg.block_ttl_s),
             )
         ]
 
@@ -437,24 +420,19 @@ class InviteRatePerTarget(_WindowedDetector):
         if count < cfg.invites_per_window or not self._throttle.allow(callee, obs.ts):
             return []
         return [
-            Finding(
-                self.id,
-                self.threat,
+            self.hit(
+                obs,
                 Severity.HIGH,
                 70,
                 f"INVITE flood on {callee[:_MAX_INDICATOR]}: {count} new calls in "
                 f"{cfg.window_s:g} s (last from {obs.src.ip})",
                 callee,
-                obs.ts,
-                obs.ts,
-                source=obs.src,
                 target=Target(obs.dst.ip, obs.dst.port, callee),
                 indicators={
                     "callee": callee[:_MAX_INDICATOR],
                     "invites_in_window": str(count),
                     "window_s": f"{cfg.window_s:g}",
                 },
-                evidence=Evidence().add(obs.frame or None, _call_id(request)),
-                recommended_action=RecommendedAction("RATE_LIMIT", cfg.block_ttl_s),
+                action=RecommendedAction("RATE_LIMIT", cfg.block_ttl_s),
             )
         ]

@@ -11,6 +11,7 @@ import re
 from typing import NamedTuple
 
 from sipwarden.sip import _abnf
+from sipwarden.sip._abnf import KNOWN_METHODS
 from sipwarden.sip.hdr.params import Params, param_value, parse_params
 
 __all__ = [
@@ -28,24 +29,6 @@ __all__ = [
 MAX_UINT32 = 2**32 - 1
 
 _CSEQ = re.compile(rf"([0-9]+)[ \t]+({_abnf.TOKEN})")
-_COMMON_METHODS = frozenset(
-    {
-        "INVITE",
-        "ACK",
-        "BYE",
-        "CANCEL",
-        "OPTIONS",
-        "REGISTER",
-        "PRACK",
-        "SUBSCRIBE",
-        "NOTIFY",
-        "PUBLISH",
-        "INFO",
-        "REFER",
-        "MESSAGE",
-        "UPDATE",
-    }
-)
 _CALL_ID = re.compile(_abnf.CALL_ID)
 _DIGITS = re.compile(r"[0-9]+")
 # rfc1123-date = wkday "," SP date1 SP time SP "GMT" (RFC 3261 §20.17: only GMT)
@@ -83,7 +66,7 @@ def parse_cseq(value: str) -> CSeq:
         number.isdigit()
         and number.isascii()
         and len(number) <= 10
-        and method in _COMMON_METHODS
+        and method in KNOWN_METHODS
         and int(number) <= MAX_UINT32
     ):
         return _new_cseq(CSeq, (int(number), method))
