@@ -9,6 +9,7 @@ from sipwarden.detect.engine import Engine, EngineConfig
 from sipwarden.detect.finding import Evidence, Finding
 from sipwarden.detect.observation import Observation
 from sipwarden.detect.taxonomy import Severity, Threat
+from sipwarden.detect.tracker import TrackerConfig
 from sipwarden.net import Endpoint
 from sipwarden.sip import parse_message
 
@@ -85,14 +86,18 @@ def test_disabled_detector_does_not_run() -> None:
 
 
 def test_open_episodes_are_bounded_under_a_hostile_key_space() -> None:
-    engine = Engine([EveryMessage()], EngineConfig(max_open_episodes=100, max_findings=500))
+    config = EngineConfig(
+        max_open_episodes=100, max_findings=500, tracker=TrackerConfig(max_transactions=50)
+    )
+    engine = Engine([EveryMessage()], config)
     for i in range(10_000):
         engine.observe(obs(float(i) / 1000, src=f"10.{i // 65536}.{i // 256 % 256}.{i % 256}"))
-        assert engine.state_size() <= 100
+        assert engine.state_size() <= 100 + 50
     findings = engine.finish()
     assert len(findings) == 500
     assert engine.stats.findings_dropped == 10_000 - 500
-    assert engine.evictions() == 10_000 - 100
+    # Every transaction beyond the 50 held was evicted before its 32 s timeout.
+    assert engine.evictions() == (10_000 - 100) + (10_000 - 50)
 
 
 def test_invalid_allow_list_entry_is_a_config_error_naming_it() -> None:

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sipwarden.detect.finding import Evidence, Finding, RecommendedAction, Target
 from sipwarden.detect.observation import Observation
 from sipwarden.detect.taxonomy import Severity, Threat
+from sipwarden.detect.tracker import CallEvent, Transaction
 from sipwarden.sip import SipParseError
 
 __all__ = ["Detector", "DetectorConfig"]
@@ -110,6 +111,15 @@ class Detector(ABC):
     @abstractmethod
     def observe(self, obs: Observation) -> list[Finding]:
         """Hits caused by this observation (often none)."""
+
+    def on_transaction(self, tx: Transaction) -> list[Finding]:
+        """Hits caused by a request/response pair the engine's tracker matched (first 18x,
+        final, or unanswered). Called after :meth:`observe` of the message that completed it."""
+        return []
+
+    def on_call(self, event: CallEvent) -> list[Finding]:
+        """Hits caused by a call phase (started, ringing, answered, ended) from the tracker."""
+        return []
 
     def advance(self, now: float) -> list[Finding]:
         """Hits that time alone produces (windows closing); ``now`` is packet time."""

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sipwarden.detect.base import Detector
 from sipwarden.detect.finding import Finding
 from sipwarden.detect.observation import Observation
+from sipwarden.detect.tracker import CallEvent, Tracker, TrackerConfig, TrackerEvent
 
 __all__ = ["Engine", "EngineConfig", "EngineStats"]
 
@@ -47,6 +48,10 @@ class EngineConfig(BaseModel):
     max_findings: int = Field(
         100_000, ge=1, description="Findings kept for the report; more are counted, not kept."
     )
+    tracker: TrackerConfig = Field(
+        default_factory=TrackerConfig,
+        description="The transaction and call tracker the detectors share.",
+    )
 
 
 @dataclasses.dataclass
@@ -67,19 +72,42 @@ class Engine:
         self._open: OrderedDict[tuple[str, str], Finding] = OrderedDict()
         self._closed: list[Finding] = []
         self._now = float("-inf")
+        self.tracker = Tracker(self.config.tracker)
+        # Only detectors that override a tracker hook are called for its events.
+        self._tx_detectors = [
+            d for d in self.detectors if type(d).on_transaction is not Detector.on_transaction
+        ]
+        self._call_detectors = [
+            d for d in self.detectors if type(d).on_call is not Detector.on_call
+        ]
 
     def observe(self, obs: Observation) -> None:
         self.stats.observations += 1
         if obs.ts > self._now:
             self.advance(obs.ts)
+        events = self.tracker.observe(obs)
         for detector in self.detectors:
             # Each detector applies its allow-list to the party it judges: the source of a
             # request, but the client a response goes to (credential detectors).
             self._merge(detector.observe(obs))
+        if events:
+            self._dispatch(events)
+
+    def _dispatch(self, events: list[TrackerEvent]) -> None:
+        for event in events:
+            if isinstance(event, CallEvent):
+                for detector in self._call_detectors:
+                    self._merge(detector.on_call(event))
+            else:
+                for detector in self._tx_detectors:
+                    self._merge(detector.on_transaction(event))
 
     def advance(self, now: float) -> None:
         """Let time pass: detectors close windows, idle episodes close."""
         self._now = max(self._now, now)
+        deadline = self.tracker.next_deadline()
+        if deadline is not None and deadline <= now:
+            self._dispatch(self.tracker.advance(now))
         for detector in self.detectors:
             deadline = detector.next_deadline()
             if deadline is not None and deadline <= now:
@@ -95,6 +123,7 @@ class Engine:
     def finish(self) -> list[Finding]:
         """End of input: every detector's pending windows, every episode closed; the findings
         in order of first sight."""
+        self._dispatch(self.tracker.advance(float("inf")))
         for detector in self.detectors:
             self._merge(detector.advance(float("inf")))
         while self._open:
@@ -108,10 +137,18 @@ class Engine:
         )
 
     def state_size(self) -> int:
-        return len(self._open) + sum(d.state_size() for d in self.detectors)
+        return (
+            len(self._open)
+            + self.tracker.state_size()
+            + sum(d.state_size() for d in self.detectors)
+        )
 
     def evictions(self) -> int:
-        return self.stats.episodes_closed_early + sum(d.evictions() for d in self.detectors)
+        return (
+            self.stats.episodes_closed_early
+            + self.tracker.evictions()
+            + sum(d.evictions() for d in self.detectors)
+        )
 
     # -- aggregation ---------------------------------------------------------------------------
     def _merge(self, hits: Iterable[Finding]) -> None:

@@ -181,16 +181,23 @@ class TtlMap(_Table, Generic[K, V]):
         # key -> (deadline, value); ordered by last write, hence by deadline.
         self._data: OrderedDict[K, tuple[float, V]] = OrderedDict()
 
-    def set(self, key: K, value: V, now: float) -> None:
-        """Store ``value`` under ``key`` until ``now + ttl_s``; evict the oldest entry if full."""
+    def set(self, key: K, value: V, now: float) -> tuple[K, V] | None:
+        """Store ``value`` under ``key`` until ``now + ttl_s``; evict the oldest entry if full.
+
+        Returns the evicted live entry, if any (an owner that must undo its effects - a call
+        counted as concurrent - needs it); an expired entry dropped on the way is not returned.
+        """
         data = self._data
+        evicted: tuple[K, V] | None = None
         if key in data:
             data.move_to_end(key)
         elif len(data) >= self._max_entries:
-            _, (deadline, _) = data.popitem(last=False)
+            old_key, (deadline, old_value) = data.popitem(last=False)
             if deadline > now:
                 self._evictions += 1
+                evicted = (old_key, old_value)
         data[key] = (now + self.ttl_s, value)
+        return evicted
 
     def get(self, key: K, now: float) -> V | None:
         """The live value for ``key``, or ``None``; an expired entry is removed."""

@@ -3,6 +3,30 @@ truth (design.md §2.4). Module name == threat family."""
 
 from __future__ import annotations
 
-from sipwarden.detect.detectors import credential, malformed, recon, tdos
+from sipwarden.detect.detectors import (
+    credential,
+    disclosure,
+    identity_takeover,
+    injection,
+    malformed,
+    recon,
+    spoofing,
+    tdos,
+    toll_fraud,
+    unauthorized,
+    wangiri,
+)
 
-__all__ = ["credential", "malformed", "recon", "tdos"]
+__all__ = [
+    "credential",
+    "disclosure",
+    "identity_takeover",
+    "injection",
+    "malformed",
+    "recon",
+    "spoofing",
+    "tdos",
+    "toll_fraud",
+    "unauthorized",
+    "wangiri",
+]
