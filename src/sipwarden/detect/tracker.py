@@ -43,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sipwarden.detect.observation import Observation
 from sipwarden.detect.tables import TtlMap
 from sipwarden.net import Endpoint
-from sipwarden.sip import Request, Response, SipParseError
+from sipwarden.sip import NameAddr, Request, Response, SipParseError
 
 __all__ = [
     "AuthState",
@@ -230,9 +230,15 @@ def _cut(text: str | None) -> str | None:
     return text[:MAX_TEXT_CHARS] if text else None
 
 
-def _user(address: object) -> str | None:
-    uri = getattr(address, "uri", None)
-    return _cut(getattr(uri, "user", None)) if uri is not None else None
+def _user(address: NameAddr | None) -> str | None:
+    """The URI user of a From/To/PAI value; None when absent or its URI does not parse (the
+    URI is parsed lazily and raises ValueError; the malformed detectors report that)."""
+    if address is None:
+        return None
+    try:
+        return _cut(address.uri.user)
+    except ValueError:
+        return None
 
 
 class Tracker:
@@ -276,8 +282,10 @@ class Tracker:
                 self._request(obs, message, events)
             elif isinstance(message, Response):
                 self._response(obs, message, events)
-        except SipParseError:
-            pass  # a header we need is broken: the malformed detectors report it
+        except (SipParseError, ValueError):
+            # A header we need is broken (typed headers and lazily parsed URIs raise these):
+            # the malformed detectors report it; the tracker skips the message.
+            pass
         return events
 
     def advance(self, now: float) -> list[TrackerEvent]:
