@@ -19,6 +19,7 @@ from sipwarden.detect.detectors.credential import (
 from sipwarden.detect.registry import DETECTORS
 from sipwarden.net import Endpoint
 from sipwarden.sip import parse_message
+from tests.detect import feed_one
 
 SERVER = "198.51.100.5"
 ATTACKER = "192.0.2.10"
@@ -83,7 +84,7 @@ def feed(detector: RegistrationBruteForce | PasswordSpray | DistributedBruteForc
     """Observe everything; the keys of the hits, in order."""
     hits: list[str] = []
     for obs in observations:
-        hits.extend(hit.key for hit in detector.observe(obs))
+        hits.extend(hit.key for hit in feed_one(detector, obs))
     return hits
 
 
@@ -116,7 +117,7 @@ def test_brute_force_fires_at_threshold_silent_below() -> None:
 def test_brute_force_hit_names_attacker_and_user() -> None:
     detector = RegistrationBruteForce()
     observations = attempts(10)
-    hits = [h for o in observations for h in detector.observe(o)]
+    hits = [h for o in observations for h in feed_one(detector, o)]
     (hit,) = hits
     assert hit.source is not None and hit.source.ip == ATTACKER
     assert hit.target is not None and hit.target.user == "1001" and hit.target.ip == SERVER
@@ -134,34 +135,64 @@ def test_brute_force_window_slides() -> None:
 def test_first_challenge_without_credentials_is_not_a_failure() -> None:
     detector = RegistrationBruteForce(RegistrationBruteForceConfig(failures_per_window=1))
     first = register_request(credentials=False)
-    assert detector.observe(request_obs(first, 0.0)) == []
-    assert detector.observe(response_obs(response(401), 0.01)) == []
-    # An unsolicited 401 (request not seen) is not counted either; a 403 always is.
-    assert detector.observe(response_obs(response(401, call_id="x"), 0.02)) == []
-    assert len(detector.observe(response_obs(response(403, call_id="y"), 0.03))) == 1
+    assert feed_one(detector, request_obs(first, 0.0)) == []
+    assert feed_one(detector, response_obs(response(401), 0.01)) == []
+    # A 403 always counts, with or without credentials.
+    forbidden = register_request(call_id="y", cseq=2, credentials=False)
+    assert feed_one(detector, request_obs(forbidden, 0.02)) == []
+    assert len(feed_one(detector, response_obs(response(403, call_id="y", cseq=2), 0.03))) == 1
+
+
+def test_response_whose_request_was_not_seen_is_not_counted() -> None:
+    detector = RegistrationBruteForce(RegistrationBruteForceConfig(failures_per_window=1))
+    assert feed_one(detector, response_obs(response(403, call_id="x"), 0.0)) == []
+
+
+def as_invite(data: bytes) -> bytes:
+    return (
+        data.replace(b"REGISTER sip:", b"INVITE sip:")
+        .replace(b"CSeq: 1 REGISTER", b"CSeq: 1 INVITE")
+        .replace(b"To: <sip:1001@", b"To: <sip:900442071234567@")
+    )
 
 
 def test_invite_failure_is_about_the_caller_not_the_callee() -> None:
     detector = RegistrationBruteForce(RegistrationBruteForceConfig(failures_per_window=1))
-    data = (
-        response(403)
-        .replace(b"CSeq: 1 REGISTER", b"CSeq: 1 INVITE")
-        .replace(b"To: <sip:1001@", b"To: <sip:900442071234567@")
+    assert (
+        feed_one(detector, request_obs(as_invite(register_request(credentials=False)), 0.0)) == []
     )
-    (hit,) = detector.observe(response_obs(data, 0.0))
+    (hit,) = feed_one(detector, response_obs(as_invite(response(403)), 0.1))
     assert hit.target is not None and hit.target.user == "1001"
     assert hit.indicators["method"] == "INVITE"
-    options = response(403).replace(b"CSeq: 1 REGISTER", b"CSeq: 1 OPTIONS")
-    assert detector.observe(response_obs(options, 1.0)) == []
+    options = register_request(call_id="o").replace(b"CSeq: 1 REGISTER", b"CSeq: 1 OPTIONS")
+    assert feed_one(detector, request_obs(options, 1.0)) == []
+    answer = response(403, call_id="o").replace(b"CSeq: 1 REGISTER", b"CSeq: 1 OPTIONS")
+    assert feed_one(detector, response_obs(answer, 1.1)) == []
 
 
 def test_challenges_counted_without_credentials_when_configured() -> None:
     config = RegistrationBruteForceConfig(failures_per_window=2, challenges_need_credentials=False)
     detector = RegistrationBruteForce(config)
-    hits = [
-        detector.observe(response_obs(response(401, call_id=f"c{i}"), float(i))) for i in range(2)
-    ]
+    hits = []
+    for i in range(2):
+        attempt = register_request(call_id=f"c{i}", cseq=i + 1, credentials=False)
+        feed_one(detector, request_obs(attempt, i))
+        answer = response(401, call_id=f"c{i}", cseq=i + 1)
+        hits.append(feed_one(detector, response_obs(answer, i + 0.1)))
     assert hits[0] == [] and len(hits[1]) == 1
+
+
+def test_guesses_on_one_call_id_and_cseq_each_count() -> None:
+    """SIPVicious svcrack re-sends one Call-ID and CSeq with a new Via branch and a new digest
+    response per guess: each is a new transaction, so a new failure."""
+    detector = RegistrationBruteForce(RegistrationBruteForceConfig(failures_per_window=3))
+    hits = []
+    for i in range(3):
+        branch = f"z9hG4bKguess{i}".encode()
+        guess = register_request().replace(b"z9hG4bK1", branch)
+        hits += feed_one(detector, request_obs(guess, i))
+        hits += feed_one(detector, response_obs(response(401).replace(b"z9hG4bK1", branch), i))
+    assert len(hits) == 1 and hits[0].count == 3
 
 
 def test_retransmitted_response_counts_once() -> None:
@@ -200,18 +231,18 @@ def test_brute_force_engine_aggregates_one_finding_per_episode() -> None:
 
 def test_brute_force_hits_at_most_once_per_window() -> None:
     detector = RegistrationBruteForce()
-    hits = [h for o in attempts(100, spacing=1.0) for h in detector.observe(o)]
+    hits = [h for o in attempts(100, spacing=1.0) for h in feed_one(detector, o)]
     assert len(hits) == 1  # 100 failures within 100 s: one crossing, no repeat yet
     hits += detector.advance(float("inf"))
     assert [h.count for h in hits] == [10, 90]
 
 
 def test_brute_force_hostile_key_space_stays_bounded() -> None:
-    config = RegistrationBruteForceConfig(max_pairs=50, max_pending_requests=50)
+    config = RegistrationBruteForceConfig(max_pairs=50)
     detector = RegistrationBruteForce(config)
     for i in range(500):  # 10 × max_pairs distinct users
         for obs in failed_login(i * 0.01, user=f"u{i}", n=i):
-            detector.observe(obs)
+            feed_one(detector, obs)
     assert 0 < detector.state_size() <= 50 + 50 + 50
     assert detector.evictions() >= 450
 
@@ -249,16 +280,16 @@ def test_spray_allow_listed_source_is_silent() -> None:
 def test_spray_ignores_unauthenticated_first_challenges() -> None:
     detector = PasswordSpray(PasswordSprayConfig(failures_per_window=1, users_per_window=1))
     for i in range(10):
-        detector.observe(request_obs(register_request(f"u{i}", f"c{i}", credentials=False), i))
-        assert detector.observe(response_obs(response(401, f"u{i}", f"c{i}"), i + 0.01)) == []
+        feed_one(detector, request_obs(register_request(f"u{i}", f"c{i}", credentials=False), i))
+        assert feed_one(detector, response_obs(response(401, f"u{i}", f"c{i}"), i + 0.01)) == []
 
 
 def test_spray_hostile_key_space_stays_bounded() -> None:
-    config = PasswordSprayConfig(max_sources=20, max_pending_requests=20)
+    config = PasswordSprayConfig(max_sources=20)
     detector = PasswordSpray(config)
     for i in range(200):  # 10 × max_sources distinct sources
         for obs in failed_login(i * 0.01, client=f"203.0.113.{i % 250}", n=i):
-            detector.observe(obs)
+            feed_one(detector, obs)
     assert 0 < detector.state_size() <= 20 * 4
     assert detector.evictions() >= 180
 
@@ -275,7 +306,7 @@ def distributed(sources: int, spacing: float = 1.0, user: str = "1001") -> list[
 def test_distributed_fires_at_threshold_silent_below() -> None:
     assert feed(DistributedBruteForce(), distributed(9)) == []
     detector = DistributedBruteForce()
-    hits = [h for o in distributed(10) for h in detector.observe(o)]
+    hits = [h for o in distributed(10) for h in feed_one(detector, o)]
     (hit,) = hits
     assert hit.key == "1001" and hit.source is None
     assert hit.target is not None and hit.target.user == "1001"
@@ -297,11 +328,11 @@ def test_distributed_allow_listed_sources_are_silent() -> None:
 
 
 def test_distributed_hostile_key_space_stays_bounded() -> None:
-    config = DistributedBruteForceConfig(max_users=30, max_pending_requests=30)
+    config = DistributedBruteForceConfig(max_users=30)
     detector = DistributedBruteForce(config)
     for i in range(300):  # 10 × max_users distinct users
         for obs in failed_login(i * 0.01, user=f"u{i}", n=i):
-            detector.observe(obs)
+            feed_one(detector, obs)
     assert 0 < detector.state_size() <= 30 * 3
     assert detector.evictions() >= 270
 

@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from sipwarden.detect.base import Detector, DetectorConfig
 from sipwarden.detect.engine import Engine, EngineConfig
-from sipwarden.detect.finding import Evidence, Finding
+from sipwarden.detect.finding import Evidence, Finding, RecommendedAction
 from sipwarden.detect.observation import Observation
 from sipwarden.detect.taxonomy import Severity, Threat
 from sipwarden.detect.tracker import TrackerConfig
@@ -47,6 +47,7 @@ class EveryMessage(Detector):
                 o.ts,
                 source=o.src,
                 evidence=Evidence(frames=(o.frame,)),
+                recommended_action=RecommendedAction("MONITOR" if o.frame < 3 else "TEMP_BLOCK"),
             )
         ]
 
@@ -60,6 +61,8 @@ def test_hits_of_one_key_become_one_finding_per_episode() -> None:
     assert (first.count, first.first_seen, first.last_seen) == (4, 0.0, 5.0)
     assert first.evidence.frames == (1, 2, 3, 4)
     assert first.severity is Severity.HIGH  # the highest seen in the episode
+    # ... with the action of the hit that raised it
+    assert first.recommended_action == RecommendedAction("TEMP_BLOCK")
     assert (second.count, second.first_seen) == (1, 30.0)
     assert first.id != second.id
 

@@ -183,10 +183,16 @@ def _combine(episode: Finding, hit: Finding) -> Finding:
         evidence = evidence.add(frame, None)
     for call_id in hit.evidence.call_ids:
         evidence = evidence.add(None, call_id)
+    # The action follows the severity: a hit that raises the episode's severity brings its own
+    # (stronger) recommended action; otherwise the episode keeps the one it has.
+    action = episode.recommended_action
+    if hit.severity.rank > episode.severity.rank or action is None:
+        action = hit.recommended_action or action
     return dataclasses.replace(
         episode,
         last_seen=max(episode.last_seen, hit.last_seen),
         count=episode.count + hit.count,
+        recommended_action=action,
         severity=max(episode.severity, hit.severity, key=lambda s: s.rank),
         confidence=max(episode.confidence, hit.confidence),
         summary=hit.summary,

@@ -2,17 +2,17 @@
 
 Theory of operation
 -------------------
-All three detectors count the same event, an *authentication failure*: a 401, 407 or 403
-response whose CSeq method is REGISTER or INVITE. The attacker is the response's destination
-(the client the server answers); the account is the digest username of the request it answers
-when that request was seen, else the To user (REGISTER) or From user (INVITE) of the response.
+All three detectors count the same event, an *authentication failure*: a final 401, 407 or 403
+to a REGISTER or INVITE, as the engine's tracker matched it to its request (a
+:class:`~sipwarden.detect.tracker.Transaction`: one per Via branch, its final answer reported
+once, so a retransmitted 401 is not a new guess). The attacker is the request's source; the
+account is the digest username the request carried, else its To user (REGISTER) or From user
+(INVITE).
 
 A 401/407 to a request *without* credentials is the normal first step of digest authentication
-(RFC 3261 §22.2), so by default a challenge counts only when the request it answers - same
-client IP, Call-ID and CSeq number - was seen carrying Authorization or Proxy-Authorization.
-A 403 always counts. Each detector remembers those requests in its own bounded
-:class:`TtlMap`, which also marks the transaction once counted so that a retransmitted response
-is not counted twice.
+(RFC 3261 §22.2), so by default a challenge counts only when the request carried Authorization
+or Proxy-Authorization. A 403 always counts. A response whose request was not seen (a capture
+of one direction only) is not counted.
 
 Emission: a detector emits one hit when a key's window reaches the threshold, then, while the
 key keeps failing, at most one hit per window carrying the failures seen since the previous hit;
@@ -45,12 +45,15 @@ from sipwarden.detect.tables import (
     TtlMap,
 )
 from sipwarden.detect.taxonomy import Severity, Threat
+from sipwarden.detect.tracker import Transaction
 from sipwarden.net import Endpoint
-from sipwarden.sip import Request, Response, SipParseError
+from sipwarden.sip import Credentials, Request, Response, SipParseError
 
 __all__ = [
     "DistributedBruteForce",
     "DistributedBruteForceConfig",
+    "NonceReuse",
+    "NonceReuseConfig",
     "PasswordSpray",
     "PasswordSprayConfig",
     "RegistrationBruteForce",
@@ -74,29 +77,11 @@ class _CredentialConfig(DetectorConfig):
     challenges_need_credentials: bool = Field(
         True,
         description=(
-            "Count a 401/407 only when the request it answers (same client IP, Call-ID and "
-            "CSeq number) was seen carrying Authorization/Proxy-Authorization; the first "
-            "challenge of every login is normal (RFC 3261 §22.2). A 403 always counts. False "
-            "counts every 401/407/403, as Elastic's SIP brute-force rule and fail2ban's "
-            "FreeSWITCH 'extra' mode do (busy legitimate phones can then trip it); use false "
-            "when the capture only sees the server's side."
-        ),
-    )
-    credential_memory_s: float = Field(
-        32.0,
-        gt=0,
-        description=(
-            "How long a request carrying credentials is remembered while its answer is "
-            "awaited, in seconds. Default 64×T1 = 32 s, the RFC 3261 §17.1.2.2 Timer F "
-            "transaction timeout."
-        ),
-    )
-    max_pending_requests: int = Field(
-        100_000,
-        ge=1,
-        description=(
-            "Most requests with credentials remembered at once; the least recently seen is "
-            "evicted first and counted (its failure then counts only if it is a 403)."
+            "Count a 401/407 only when the request it answers carried Authorization/"
+            "Proxy-Authorization; the first challenge of every login is normal (RFC 3261 "
+            "§22.2). A 403 always counts. False counts every 401/407/403, as Elastic's SIP "
+            "brute-force rule and fail2ban's FreeSWITCH 'extra' mode do (busy legitimate "
+            "phones can then trip it)."
         ),
     )
 
@@ -114,76 +99,34 @@ class _Failure:
     call_id: str
 
 
-class _FailureTracker:
-    """Turns observations into :class:`_Failure`s; remembers requests that carried credentials.
+def _failure(tx: Transaction, need_credentials: bool) -> _Failure | None:
+    """The authentication failure a final answer records, if it is one.
 
-    The map value is ``(digest username, already counted)``, keyed by (client IP, Call-ID, CSeq
-    number).
+    The tracker reports each transaction's final answer once (a retransmitted 401 is not a new
+    guess), and a transaction is a request with its own Via branch: a tool that re-sends one
+    Call-ID and CSeq with a new branch and a new digest response (SIPVicious svcrack) makes a
+    new guess each time.
     """
-
-    def __init__(self, config: _CredentialConfig) -> None:
-        self._need_credentials = config.challenges_need_credentials
-        self.requests: TtlMap[tuple[str, str, int], tuple[str, bool]] = TtlMap(
-            config.max_pending_requests, config.credential_memory_s
-        )
-
-    def failure(self, obs: Observation) -> _Failure | None:
-        message = obs.message
-        if isinstance(message, Request):
-            self._remember(obs, message)
-            return None
-        if not isinstance(message, Response) or message.status not in _FAILURE_STATUSES:
-            return None
-        try:
-            cseq = message.cseq
-            call_id = (message.call_id or "")[:_MAX_TEXT_CHARS]
-        except SipParseError:
-            return None
-        if cseq is None or cseq.method.upper() not in _AUTH_METHODS:
-            return None
-        method = cseq.method.upper()
-        key = (obs.dst.ip, call_id, cseq.number)
-        remembered = self.requests.get(key, obs.ts)
-        if remembered is not None:
-            username, counted = remembered
-            if counted:
-                return None  # a retransmitted final response
-        else:
-            username = ""
-            if message.status in _CHALLENGE_STATUSES and self._need_credentials:
-                return None  # a challenge to a request without credentials: normal
-        user = username or _header_user(message, method)
-        if user is None:
-            return None
-        self.requests.set(key, (username, True), obs.ts)
-        return _Failure(obs.ts, obs.frame, obs.dst, obs.src, user, message.status, method, call_id)
-
-    def _remember(self, obs: Observation, request: Request) -> None:
-        if request.method not in _AUTH_METHODS:
-            return
-        try:
-            credentials = request.authorization
-            cseq = request.cseq
-            call_id = (request.call_id or "")[:_MAX_TEXT_CHARS]
-        except SipParseError:
-            return
-        if not credentials or cseq is None:
-            return
-        key = (obs.src.ip, call_id, cseq.number)
-        if self.requests.get(key, obs.ts) is None:  # a retransmission keeps its state
-            username = (credentials[0].username or "")[:_MAX_TEXT_CHARS]
-            self.requests.set(key, (username, False), obs.ts)
-
-
-def _header_user(message: Response, method: str) -> str | None:
-    """The account a failure is about when no credentials were seen: To user for REGISTER
-    (the AOR), From user for INVITE (the To user there is the callee)."""
-    try:
-        address = message.to if method == "REGISTER" else message.from_
-        user = address.uri.user if address is not None else None
-    except (SipParseError, ValueError):
+    status = tx.status
+    if status not in _FAILURE_STATUSES or tx.method not in _AUTH_METHODS:
         return None
-    return user[:_MAX_TEXT_CHARS] if user else None
+    if status in _CHALLENGE_STATUSES and need_credentials and tx.credentials_user is None:
+        return None  # a challenge to a request without credentials: normal
+    # The account: the digest username when credentials were sent, else the To user for
+    # REGISTER (the AOR) and the From user for INVITE (the To user there is the callee).
+    user = tx.credentials_user or (tx.to_user if tx.method == "REGISTER" else tx.from_user)
+    if not user:
+        return None
+    return _Failure(
+        tx.response_ts,
+        tx.response_frame,
+        tx.client,
+        tx.server,
+        user,
+        status,
+        tx.method,
+        tx.call_id[:_MAX_TEXT_CHARS],
+    )
 
 
 class _Pending:
@@ -272,13 +215,14 @@ class _CredentialDetector(Detector):
     def __init__(self, config: DetectorConfig | None = None) -> None:
         super().__init__(config)
         assert isinstance(self.config, _CredentialConfig)
-        self._failures = _FailureTracker(self.config)
+        self._need_credentials = self.config.challenges_need_credentials
 
     #: Episodes over the threshold, by key; each subclass sizes it from its own config.
     _open: _Episodes[str]
 
+    @abstractmethod
     def _tables(self) -> list[BoundedTable]:
-        return [self._failures.requests]
+        """The detector's counting tables (for expiry, deadlines and stats)."""
 
     @abstractmethod
     def _key(self, failure: _Failure) -> str:
@@ -301,18 +245,15 @@ class _CredentialDetector(Detector):
         return [self._finding(hit)] if hit is not None else []
 
     def observe(self, obs: Observation) -> list[Finding]:
-        hits = self.advance(obs.ts) if self._due(obs.ts) else []
-        failure = self._failures.failure(obs)
-        if failure is None or self.allowed(failure.client.ip):
-            return hits
-        return hits + self._count(failure)
+        return []  # failures come from the tracker's matched transactions
 
-    def _due(self, now: float) -> bool:
-        deadline = self.next_deadline()
-        return deadline is not None and deadline <= now
+    def on_transaction(self, tx: Transaction) -> list[Finding]:
+        failure = _failure(tx, self._need_credentials)
+        if failure is None or self.allowed(failure.client.ip):
+            return []
+        return self._count(failure)
 
     def advance(self, now: float) -> list[Finding]:
-        self._failures.requests.expire(now)
         for table in self._tables():
             if isinstance(table, SlidingWindowCounter | DistinctCounter):
                 table.expire(now)
@@ -322,7 +263,6 @@ class _CredentialDetector(Detector):
         deadlines = [
             d
             for d in (
-                self._failures.requests.next_expiry(),
                 self._open.table.next_expiry(),
                 *(
                     t.next_expiry()
@@ -411,7 +351,7 @@ class RegistrationBruteForce(_CredentialDetector):
         self._open: _Episodes[str] = _Episodes(cfg.max_pairs, cfg.window_s)
 
     def _tables(self) -> list[BoundedTable]:
-        return [*super()._tables(), self._counter]
+        return [self._counter]
 
     def _key(self, failure: _Failure) -> str:
         return f"{failure.client.ip}|{failure.user}"
@@ -506,7 +446,7 @@ class PasswordSpray(_CredentialDetector):
         self._open: _Episodes[str] = _Episodes(cfg.max_sources, cfg.window_s)
 
     def _tables(self) -> list[BoundedTable]:
-        return [*super()._tables(), self._counter, self._users]
+        return [self._counter, self._users]
 
     def _key(self, failure: _Failure) -> str:
         return failure.client.ip
@@ -593,7 +533,7 @@ class DistributedBruteForce(_CredentialDetector):
         self._open: _Episodes[str] = _Episodes(cfg.max_users, cfg.window_s)
 
     def _tables(self) -> list[BoundedTable]:
-        return [*super()._tables(), self._sources]
+        return [self._sources]
 
     def _key(self, failure: _Failure) -> str:
         return failure.user
@@ -620,3 +560,318 @@ class DistributedBruteForce(_CredentialDetector):
             evidence=hit.evidence,
             recommended_action=RecommendedAction("MONITOR"),
         )
+
+
+# -- 4. nonce reuse ------------------------------------------------------------------------------
+#: Per nonce, the most recently used digest input sets and (username, server) pairs followed
+#: (a nonce is normally used by one client for one account; its input sets change with each nc,
+#: so the oldest is dropped for a new one rather than the new one ignored).
+_MAX_PER_NONCE = 8
+#: Per input set or pair, the most recent distinct values remembered (so a retransmission of a
+#: recent guess is not counted again); the distinct count itself is exact.
+_MAX_RECENT = 4
+
+
+class NonceReuseConfig(DetectorConfig):
+    guesses_per_nonce: int = Field(
+        3,
+        ge=2,
+        description=(
+            "Distinct digest responses for identical inputs (username, realm, uri, method, "
+            "nc, cnonce, qop) under one nonce that make password guessing. The response is a "
+            "function of the password once the inputs are fixed, so two values mean two "
+            "passwords; 3 as the Kamailio htable doc example (3 failed auths → 403 for "
+            "900 s) and to let a user correct one typo."
+        ),
+    )
+    sources_per_nonce: int = Field(
+        2,
+        ge=2,
+        description=(
+            "Distinct source IPs presenting one (nonce, username) to one server that make a "
+            "replay. A "
+            "nonce answers one client's request (RFC 7616 §3.3 lets servers bind it to the "
+            "client address); no published anchor - 2 is the first sign. Different usernames "
+            "sharing a nonce are not counted: stateless servers (Kamailio's time-based "
+            "nonces) hand the same nonce to clients challenged in the same second."
+        ),
+    )
+    nonce_expire_s: float = Field(
+        300.0,
+        gt=0,
+        description=(
+            "Age (since the nonce was first seen, in a challenge or in credentials) after "
+            "which an accepted (2xx) use shows the server honours stale nonces. Kamailio "
+            "auth `nonce_expire` = 300 s (OpenSIPS uses 30 s)."
+        ),
+    )
+    nonce_memory_s: float = Field(
+        3600.0,
+        gt=0,
+        description=(
+            "How long a nonce is followed after it was first seen, seconds (not refreshed "
+            "by use, so an entry never outlives this). 1 h, 12x Kamailio's nonce_expire: a "
+            "nonce older than that is stale for every server we know of."
+        ),
+    )
+    max_nonces: int = Field(
+        100_000,
+        ge=1,
+        description=(
+            "Most nonces followed at once; the oldest is evicted first and counted. Each "
+            f"keeps its {_MAX_PER_NONCE} most recent input sets and (username, server) pairs, "
+            f"each with its {_MAX_RECENT} most recent values, as 64-bit hashes (about 2 KB "
+            "per nonce at worst)."
+        ),
+    )
+    max_pending: int = Field(
+        100_000,
+        ge=1,
+        description=(
+            "Most stale-nonce requests remembered while their answer is awaited (32 s, RFC "
+            "3261 Timer F); the least recently seen is evicted first and counted."
+        ),
+    )
+    block_ttl_s: int = Field(
+        600,
+        ge=1,
+        description=(
+            "Suggested TEMP_BLOCK duration for guessing and replay, seconds; 600 s as the "
+            "other credential detectors (fail2ban bantime 10 min)."
+        ),
+    )
+
+
+class _RecentDistinct:
+    """Values seen for one key (responses for one digest input set, sources for one user and
+    server): how many distinct, and the hashes of the most recent ones (at most
+    ``_MAX_RECENT``, so a retransmission of a recent one is not counted again)."""
+
+    __slots__ = ("distinct", "recent")
+
+    def __init__(self) -> None:
+        self.distinct = 0
+        self.recent: dict[int, None] = {}
+
+    def add(self, value: int) -> bool:
+        """Record ``value``; True if it is new (not among the recent ones)."""
+        if value in self.recent:
+            return False
+        if len(self.recent) >= _MAX_RECENT:
+            del self.recent[next(iter(self.recent))]
+        self.recent[value] = None
+        self.distinct += 1
+        return True
+
+
+class _NonceState:
+    """What one nonce has been used for: when it was first seen, the responses per digest
+    input set, and the sources per (username, server)."""
+
+    __slots__ = ("first_seen", "responses", "sources")
+
+    def __init__(self, now: float) -> None:
+        self.first_seen = now
+        # hash of (username, realm, uri, method, nc, cnonce, qop) -> responses seen
+        self.responses: dict[int, _RecentDistinct] = {}
+        # hash of (username, server IP) -> source IPs
+        self.sources: dict[int, _RecentDistinct] = {}
+
+    @staticmethod
+    def slot(table: dict[int, _RecentDistinct], key: int) -> _RecentDistinct:
+        """The values of ``key``, made the most recent; the oldest key goes when full."""
+        values = table.pop(key, None)
+        if values is None:
+            values = _RecentDistinct()
+            if len(table) >= _MAX_PER_NONCE:
+                del table[next(iter(table))]
+        table[key] = values
+        return values
+
+
+_STALE_TIMER_F_S = 32.0
+
+
+@register
+class NonceReuse(Detector):
+    """Nonce reuse: one digest nonce answered with several passwords, replayed from another
+    address, or accepted long after it should have expired.
+
+    Signal: per server nonce (from challenges and from Authorization/Proxy-Authorization of any
+    request), (a) *guessing*: ``guesses_per_nonce`` distinct ``response`` values for the same
+    (username, realm, uri, method, nc, cnonce, qop) - with every other input fixed the response
+    only changes with the password; (b) *replay*: one (nonce, username) presented to one server
+    from ``sources_per_nonce`` source IPs (a proxy forwarding credentials to its next hop
+    sends them to another server, so it does not count); (c) *stale*: a request whose nonce
+    was first seen more than ``nonce_expire_s`` before was answered 2xx. Legal reuse - the same
+    client sending the nonce again with a higher nc (RFC 7616 §3.3 / RFC 2617 §3.2.2), a
+    retransmission (same response), a new request with another method or uri - never counts
+    towards (a) or (b).
+    Why: "distinct attempts per nonce" (conventions §1): guessing without fetching a fresh
+    challenge, or credentials sniffed and replayed elsewhere, are attacks on digest itself;
+    a server honouring old nonces widens the replay window (Kamailio ``nonce_expire``).
+    Severity: guessing HIGH (80), replay HIGH (70) - both TEMP_BLOCK; stale acceptance LOW
+    (a server hardening issue, MONITOR).
+    Defaults' anchor: 3 guesses as the Kamailio htable 3-failures example; nonce_expire 300 s
+    as Kamailio auth; replay at 2 sources has no published anchor (see the field).
+    Known false positives: a phone moving between networks mid-nonce (replay; Wi-Fi to LTE
+    within seconds); a server that issues one fixed nonce to everyone (replay, if two clients
+    share a username too); a capture that sees a nonce late (stale is measured from first
+    sight, so that only under-reports).
+    """
+
+    id: ClassVar[str] = "credential.nonce_reuse"
+    threat: ClassVar[Threat] = Threat.CREDENTIAL
+    Config: ClassVar[type[DetectorConfig]] = NonceReuseConfig
+
+    def __init__(self, config: DetectorConfig | None = None) -> None:
+        super().__init__(config)
+        assert isinstance(self.config, NonceReuseConfig)
+        cfg = self.config
+        self._cfg = cfg
+        self._nonces: TtlMap[str, _NonceState] = TtlMap(cfg.max_nonces, cfg.nonce_memory_s)
+        # (client IP, Call-ID, request time, frame) -> (nonce, its age) of a stale use.
+        self._stale: TtlMap[tuple[str, str, float, int], tuple[str, float]] = TtlMap(
+            cfg.max_pending, _STALE_TIMER_F_S
+        )
+
+    def _state(self, nonce: str, now: float) -> _NonceState:
+        state = self._nonces.get(nonce, now)
+        if state is None:
+            state = _NonceState(now)
+            self._nonces.set(nonce, state, now)
+        return state
+
+    def observe(self, obs: Observation) -> list[Finding]:
+        message = obs.message
+        try:
+            if isinstance(message, Response):
+                if message.status in _CHALLENGE_STATUSES:
+                    for challenge in message.challenges:
+                        if challenge.is_digest and challenge.nonce:
+                            self._state(challenge.nonce[:_MAX_TEXT_CHARS], obs.ts)
+                return []
+            if not isinstance(message, Request) or self.allowed(obs.src.ip):
+                return []
+            credentials = [c for c in message.authorization if c.is_digest and c.nonce]
+            call_id = (message.call_id or "")[:_MAX_TEXT_CHARS]
+        except (SipParseError, ValueError):
+            return []
+        hits: list[Finding] = []
+        for cred in credentials[:2]:  # Authorization + Proxy-Authorization at most
+            hits.extend(self._use(obs, message.method, call_id, cred))
+        return hits
+
+    def _use(self, obs: Observation, method: str, call_id: str, cred: Credentials) -> list[Finding]:
+        cfg = self._cfg
+        now = obs.ts
+        nonce = (cred.nonce or "")[:_MAX_TEXT_CHARS]
+        state = self._state(nonce, now)
+        username = (cred.username or "")[:_MAX_TEXT_CHARS]
+        source = obs.src.ip
+        hits: list[Finding] = []
+        age = now - state.first_seen
+        if age > cfg.nonce_expire_s:
+            self._stale.set((source, call_id, now, obs.frame), (nonce, age), now)
+        # (a) guessing: distinct responses for identical inputs.
+        # Kept as hashes: equality is all we need, and an int is far smaller than up to seven
+        # attacker-chosen strings (a 64-bit collision only ever hides one guess).
+        inputs = hash((username, cred.realm, cred.uri, method, cred.nc, cred.cnonce, cred.qop))
+        responses = state.slot(state.responses, inputs)
+        if responses.add(hash(cred.response or "")):
+            if responses.distinct >= cfg.guesses_per_nonce:
+                hits.append(self._guessing(obs, username, nonce, responses.distinct))
+        # (b) replay: one (nonce, username) sent to one server from several sources. Keyed by
+        # the server too, as a proxy forwarding the credentials to the next hop is a new
+        # source with the same nonce (both legs in one capture), but towards another server.
+        sources = state.slot(state.sources, hash((username, obs.dst.ip)))
+        if sources.add(hash(source)):
+            if sources.distinct >= cfg.sources_per_nonce:
+                hits.append(self._replay(obs, username, nonce, sources.distinct))
+        return hits
+
+    def _guessing(self, obs: Observation, username: str, nonce: str, guesses: int) -> Finding:
+        return self.hit(
+            obs,
+            Severity.HIGH,
+            80,
+            f"password guessing on one nonce: {guesses} different digest responses for user "
+            f"{username!r} with identical inputs from {obs.src.ip}",
+            f"guessing|{obs.src.ip}",
+            target=Target(obs.dst.ip, obs.dst.port, username or None),
+            indicators={
+                "user": username,
+                "nonce": nonce,
+                "responses_for_same_inputs": str(guesses),
+            },
+            action=RecommendedAction("TEMP_BLOCK", self._cfg.block_ttl_s),
+        )
+
+    def _replay(self, obs: Observation, username: str, nonce: str, sources: int) -> Finding:
+        return self.hit(
+            obs,
+            Severity.HIGH,
+            70,
+            f"nonce replay: credentials of user {username!r} on one nonce from {sources} "
+            f"source IPs (latest {obs.src.ip})",
+            f"replay|{obs.src.ip}",
+            target=Target(obs.dst.ip, obs.dst.port, username or None),
+            indicators={"user": username, "nonce": nonce, "sources_for_nonce": str(sources)},
+            action=RecommendedAction("TEMP_BLOCK", self._cfg.block_ttl_s),
+        )
+
+    def on_transaction(self, tx: Transaction) -> list[Finding]:
+        key = (tx.client.ip, tx.call_id, tx.request_ts, tx.request_frame)
+        if tx.status is None or not 200 <= tx.status < 300:
+            if tx.final:
+                self._stale.pop(key, tx.response_ts)
+            return []
+        stale = self._stale.pop(key, tx.response_ts)
+        if stale is None:
+            return []
+        nonce, age = stale
+        return [
+            Finding(
+                self.id,
+                self.threat,
+                Severity.LOW,
+                60,
+                f"{tx.server.ip} accepted a {tx.method} with a nonce {age:.0f} s old (more than "
+                f"{self._cfg.nonce_expire_s:g} s): stale nonces widen the replay window",
+                f"stale|{tx.server.ip}",
+                tx.request_ts,
+                tx.response_ts,
+                source=tx.client,
+                target=Target(tx.server.ip, tx.server.port, tx.credentials_user or None),
+                indicators={
+                    "nonce": nonce,
+                    "nonce_age_s": f"{age:.0f}",
+                    "method": tx.method,
+                    "status": str(tx.status),
+                },
+                evidence=Evidence()
+                .add(tx.request_frame or None, tx.call_id or None)
+                .add(tx.response_frame or None, None),
+                recommended_action=RecommendedAction("MONITOR"),
+            )
+        ]
+
+    def advance(self, now: float) -> list[Finding]:
+        self._nonces.expire(now)
+        self._stale.expire(now)
+        return []
+
+    def next_deadline(self) -> float | None:
+        deadlines = [
+            d for d in (self._nonces.next_expiry(), self._stale.next_expiry()) if d is not None
+        ]
+        return min(deadlines) if deadlines else None
+
+    def stats(self) -> TableStats:
+        return TableStats.total((self._nonces, self._stale))
+
+    def state_size(self) -> int:
+        return self.stats().entries
+
+    def evictions(self) -> int:
+        return self.stats().evictions

@@ -21,11 +21,14 @@ from sipwarden.detect.observation import Observation
 from sipwarden.detect.registry import register
 from sipwarden.detect.tables import DistinctCounter, SlidingWindowCounter, TableStats, TtlMap
 from sipwarden.detect.taxonomy import Severity, Threat
+from sipwarden.detect.tracker import Transaction
 from sipwarden.sip import Request, SipParseError
 
 __all__ = [
     "InviteRatePerTarget",
     "InviteRatePerTargetConfig",
+    "RegistrationStorm",
+    "RegistrationStormConfig",
     "RequestFlood",
     "RequestFloodConfig",
     "TargetFanIn",
@@ -33,6 +36,8 @@ __all__ = [
 ]
 
 _MAX_INDICATOR = 200
+#: Attacker-chosen strings kept in tables (AORs) are cut to this length.
+_MAX_KEY_CHARS = 128
 
 
 class _Throttle:
@@ -436,3 +441,235 @@ class InviteRatePerTarget(_WindowedDetector):
                 action=RecommendedAction("RATE_LIMIT", cfg.block_ttl_s),
             )
         ]
+
+
+# -- RegistrationStorm ---------------------------------------------------------------------------
+
+
+class RegistrationStormConfig(DetectorConfig):
+    window_s: float = Field(
+        60.0,
+        gt=0,
+        description=(
+            "Sliding window, seconds. 60 s as the ET Open REGISTER flood rules (sids "
+            "2003193/2009699: 100 in 60 s)."
+        ),
+    )
+    registers_per_window: int = Field(
+        100,
+        ge=1,
+        description=(
+            "REGISTER requests (retransmissions included: they are load too) to one registrar "
+            "(destination IP) within one window that make a storm or a burst. 100 as ET Open's "
+            "REGISTER flood (100 / 60 s, there per source, here per registrar). Size it to the "
+            "registrar: Oracle SBC's `max-register-refresh` ≈ 150 % of endpoints / refresh "
+            "interval - 100 / min is ~1.5x the refresh load of 4000 phones on 3600 s expiry."
+        ),
+    )
+    min_known_share: float = Field(
+        0.8,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Share of the window's REGISTERs whose AOR (To user @ Request-URI host) the "
+            "registrar accepted (2xx) before, at or above which the spike is a re-registration "
+            "burst of known users (low, MONITOR), below which it is a storm (high, "
+            "RATE_LIMIT). No published anchor: Kamailio/OpenSIPS ratelimit RED and Oracle "
+            "SBC `reg-overload-protect` shed such bursts instead of blocking them (anchors "
+            "§2.1); after an outage nearly every REGISTER is a known AOR "
+            "(irontec/ivozprovider#704), while guessing and floods use AORs never accepted."
+        ),
+    )
+    known_aor_ttl_s: float = Field(
+        604_800.0,
+        gt=0,
+        description=(
+            "How long an AOR stays known after its last accepted REGISTER, seconds. 7 days (as "
+            "APIBAN keeps an address active for 7 days): longer than any outage a burst "
+            "follows, so a weekend-long outage is still recognised."
+        ),
+    )
+    max_known_aors: int = Field(
+        200_000,
+        ge=1,
+        description=(
+            "Most known AORs remembered; the least recently accepted is forgotten first and "
+            "counted in evictions (it then counts as unknown until accepted again)."
+        ),
+    )
+    max_registrars: int = Field(
+        256,
+        ge=1,
+        description=(
+            "Most registrars (destination IPs receiving REGISTERs) counted at once; the least "
+            "recently seen is evicted first and counted. Each keeps at most 10x "
+            "`registers_per_window` events per counter, so the known share stays exact up to "
+            "ten times the threshold."
+        ),
+    )
+    block_ttl_s: int = Field(
+        300,
+        ge=1,
+        description=(
+            "Suggested RATE_LIMIT duration for REGISTERs to the registrar, seconds; 300 s as "
+            "the Kamailio default config's ban (htable autoexpire)."
+        ),
+    )
+
+
+@register
+class RegistrationStorm(Detector):
+    """Registration storm on one registrar, told apart from a re-registration burst of known
+    users.
+
+    Signal: REGISTER requests per registrar (destination IP) in a sliding window; when they
+    reach ``registers_per_window`` the detector looks at how many came from AORs (To user @
+    Request-URI host) the registrar accepted with a 2xx before (learned from the tracker's
+    REGISTER transactions, remembered ``known_aor_ttl_s``). At least ``min_known_share`` known:
+    a re-registration burst (LOW, MONITOR); fewer: a storm (HIGH, RATE_LIMIT). At most one hit
+    per registrar and kind per window while it stays over.
+    Why: a storm of REGISTERs for AORs the registrar never accepted (enumeration, guessing,
+    a REGISTER flood, a botnet) exhausts registrar CPU on digest checks and database lookups;
+    a burst of known phones re-registering after an outage or a NAT reboot must be shed gently
+    (RED, ``reg-overload-protect``), never banned (irontec/ivozprovider#704).
+    Defaults' anchor: 100 REGISTERs / 60 s as ET Open's REGISTER flood (there per source);
+    known share 80 % our proposal (no engine publishes one; anchors §1 "registration-storm vs
+    attack": only RED's re-sync avoidance); AOR memory 7 days.
+    Known false positives: a burst right after sipwarden started (no AOR known yet) or after
+    more than ``known_aor_ttl_s`` of outage reads as a storm; mass provisioning of new phones.
+    Known false negatives: a flood re-using one known AOR counts as known (the credential
+    detectors and tdos.request_flood see it).
+    """
+
+    id: ClassVar[str] = "tdos.registration_storm"
+    threat: ClassVar[Threat] = Threat.TDOS
+    Config: ClassVar[type[DetectorConfig]] = RegistrationStormConfig
+
+    def __init__(self, config: DetectorConfig | None = None) -> None:
+        super().__init__(config)
+        assert isinstance(self.config, RegistrationStormConfig)
+        cfg = self.config
+        self._cfg = cfg
+        cap = 10 * cfg.registers_per_window
+        self._known_aors: TtlMap[str, float] = TtlMap(cfg.max_known_aors, cfg.known_aor_ttl_s)
+        self._known: SlidingWindowCounter[str] = SlidingWindowCounter(
+            cfg.max_registrars, cfg.window_s, cap
+        )
+        self._unknown: SlidingWindowCounter[str] = SlidingWindowCounter(
+            cfg.max_registrars, cfg.window_s, cap
+        )
+        self._throttle = _Throttle(2 * cfg.max_registrars, cfg.window_s)
+
+    @staticmethod
+    def _aor(user: str | None, host: str | None) -> str | None:
+        # Cut each part as the tracker cuts Transaction fields, so both sides build one key.
+        if not user or not host:
+            return None
+        return f"{user[:_MAX_KEY_CHARS]}@{host[:_MAX_KEY_CHARS].lower()}"[:_MAX_KEY_CHARS]
+
+    def is_known(self, aor: str, now: float) -> bool:
+        """True when ``aor`` had a REGISTER accepted within ``known_aor_ttl_s``."""
+        return self._known_aors.get(aor, now) is not None
+
+    def on_transaction(self, tx: Transaction) -> list[Finding]:
+        if tx.method == "REGISTER" and tx.status is not None and 200 <= tx.status < 300:
+            aor = self._aor(tx.to_user, tx.request_uri_host)
+            if aor is not None:
+                self._known_aors.set(aor, tx.response_ts, tx.response_ts)
+        return []
+
+    def observe(self, obs: Observation) -> list[Finding]:
+        request = obs.request
+        if request is None or request.method != "REGISTER" or self.allowed(obs.src.ip):
+            return []
+        now = obs.ts
+        try:
+            to = request.to
+            user = to.uri.user if to is not None else None
+            host: str | None = request.request_uri.host_lower
+        except (SipParseError, ValueError):
+            user, host = None, None
+        aor = self._aor(user, host)
+        registrar = obs.dst.ip
+        if aor is not None and self.is_known(aor, now):
+            known = self._known.add(registrar, now)
+            unknown = self._unknown.count(registrar, now)
+        else:
+            known = self._known.count(registrar, now)
+            unknown = self._unknown.add(registrar, now)
+        cfg = self._cfg
+        total = known + unknown
+        if total < cfg.registers_per_window:
+            return []
+        share = known / total
+        storm = share < cfg.min_known_share
+        kind = "storm" if storm else "burst"
+        if not self._throttle.allow(f"{registrar}|{kind}", now):
+            return []
+        indicators = {
+            "registers_in_window": str(total),
+            "known_aor_registers": str(known),
+            "unknown_aor_registers": str(unknown),
+            "known_share": f"{share:.2f}",
+            "window_s": f"{cfg.window_s:g}",
+        }
+        target = Target(obs.dst.ip, obs.dst.port)
+        if storm:
+            return [
+                self.hit(
+                    obs,
+                    Severity.HIGH,
+                    70,
+                    f"registration storm on {registrar}: {total} REGISTERs in "
+                    f"{cfg.window_s:g} s, {unknown} for AORs never accepted (last from "
+                    f"{obs.src.ip})",
+                    f"{registrar}|storm",
+                    target=target,
+                    indicators=indicators,
+                    action=RecommendedAction("RATE_LIMIT", cfg.block_ttl_s),
+                )
+            ]
+        return [
+            self.hit(
+                obs,
+                Severity.LOW,
+                50,
+                f"re-registration burst on {registrar}: {total} REGISTERs in "
+                f"{cfg.window_s:g} s, {share:.0%} from known AORs (outage recovery?)",
+                f"{registrar}|burst",
+                target=target,
+                indicators=indicators,
+                action=RecommendedAction("MONITOR"),
+            )
+        ]
+
+    def advance(self, now: float) -> list[Finding]:
+        self._known.expire(now)
+        self._unknown.expire(now)
+        self._throttle.table.expire(now)
+        self._known_aors.expire(now)
+        return []
+
+    def next_deadline(self) -> float | None:
+        deadlines = [
+            d
+            for d in (
+                self._known.next_expiry(),
+                self._unknown.next_expiry(),
+                self._throttle.table.next_expiry(),
+                self._known_aors.next_expiry(),
+            )
+            if d is not None
+        ]
+        return min(deadlines) if deadlines else None
+
+    def stats(self) -> TableStats:
+        return TableStats.total(
+            (self._known, self._unknown, self._throttle.table, self._known_aors)
+        )
+
+    def state_size(self) -> int:
+        return self.stats().entries
+
+    def evictions(self) -> int:
+        return self.stats().evictions

@@ -1,0 +1,324 @@
+"""The sipwarden TOML configuration file: read, validated, turned into engine and detector
+configs. This module does I/O (it reads the file and the lists it names); the core objects only
+ever receive the validated config objects.
+
+Layout (``examples/sipwarden.toml`` is a commented example)::
+
+    [engine]                    EngineConfig fields (episode_gap_s, max_open_episodes, ...)
+    [engine.tracker]            TrackerConfig fields
+    [detectors."<id>"]          that detector's Config fields (enabled, allow_sources, ...)
+    [exchange]  sender_id       the FS.38 ``sender_id`` of the events this operator writes
+    [events]    min_severity    findings at or above it become FS.38 events
+
+A list field ``X`` (``tuple[str, ...]``) may instead, or also, be given as ``X_file``: a path
+relative to the config file, one entry per line, ``#`` starts a comment, blank lines skipped.
+File entries follow the inline ones.
+
+Every error is a :class:`ConfigFileError` naming the file and the key path in TOML spelling,
+``sipwarden.toml: detectors."tdos.request_flood".window_s: Input should be greater than 0``;
+an entry read from an ``X_file`` is named by that file and line.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from sipwarden.detect import DETECTORS, Detector, DetectorConfig, EngineConfig, Severity
+from sipwarden.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_SENDER_ID",
+    "ConfigFileError",
+    "EventsConfig",
+    "ExchangeConfig",
+    "Settings",
+    "load_settings",
+    "parse_settings",
+]
+
+#: Used until an operator names itself. It matches the FS.38 1.0 ``sender_id`` pattern
+#: (exchange-stir-diameter.md §A.1) so events validate, and says plainly that nobody set it -
+#: a receiver seeing it knows the sender skipped configuration.
+DEFAULT_SENDER_ID = "unconfigured"
+
+_SENDER_ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_SECTIONS = ("engine", "detectors", "exchange", "events")
+
+
+class ConfigFileError(ConfigError):
+    """A config file that does not read or validate: ``file``, the TOML key path ``key``
+    (empty for file-level problems) and ``detail``."""
+
+    def __init__(self, file: str, key: str, detail: str) -> None:
+        super().__init__(key, detail)
+        self.file = file
+        self.args = (f"{file}: {key}: {detail}" if key else f"{file}: {detail}",)
+
+
+class ExchangeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sender_id: str = Field(
+        DEFAULT_SENDER_ID,
+        description=(
+            "This operator's id in FS.38 events (lower-case letters, digits, '-', 2-63 chars, "
+            "the schema 1.0 pattern). Default 'unconfigured': no published anchor - a value "
+            "that validates and that no real operator would choose."
+        ),
+    )
+
+    @field_validator("sender_id")
+    @classmethod
+    def _sender_id_pattern(cls, value: str) -> str:
+        if not _SENDER_ID.match(value):
+            raise ValueError("must be 2-63 of a-z, 0-9 and '-', starting with a letter or digit")
+        return value
+
+
+class EventsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_severity: Severity = Field(
+        Severity.MEDIUM,
+        description=(
+            "Findings at or above this severity become FS.38 events. Default medium: benign "
+            "traffic never reaches medium (conventions), so peers receive only what an operator "
+            "would act on; no published anchor."
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A validated configuration. ``detectors`` holds only the detectors the file configures;
+    the others run with their defaults."""
+
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    detectors: Mapping[str, DetectorConfig] = field(default_factory=dict)
+    exchange: ExchangeConfig = field(default_factory=ExchangeConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
+    source: str | None = None
+
+    def build_detectors(self) -> list[Detector]:
+        """Every registered detector, built with its configured (or default) Config."""
+        return [
+            cls(self.detectors[detector_id]) if detector_id in self.detectors else cls()
+            for detector_id, cls in DETECTORS.items()
+        ]
+
+
+def load_settings(path: Path) -> Settings:
+    """Read and validate a TOML config file; any problem is a :class:`ConfigFileError`."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigFileError(str(path), "", f"cannot read: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigFileError(str(path), "", f"not UTF-8 text: {exc.reason}") from None
+    except tomllib.TOMLDecodeError as exc:
+        # tomllib's message already says "(at line L, column C)".
+        raise ConfigFileError(str(path), "", f"invalid TOML: {exc}") from None
+    return parse_settings(data, str(path), base_dir=path.parent)
+
+
+def parse_settings(data: Mapping[str, Any], source: str, base_dir: Path | None = None) -> Settings:
+    """Validate already-parsed TOML data. ``source`` names it in errors; ``base_dir`` is where
+    ``X_file`` paths are relative to (None: ``X_file`` keys are errors)."""
+    for key in data:
+        if key not in _SECTIONS:
+            raise ConfigFileError(
+                source,
+                _key_path((key,)),
+                f"unknown section; expected one of {', '.join(_SECTIONS)}",
+            )
+    engine = _validate(EngineConfig, _table(data, "engine", source), ("engine",), source)
+    exchange = _validate(ExchangeConfig, _table(data, "exchange", source), ("exchange",), source)
+    events = _validate(EventsConfig, _table(data, "events", source), ("events",), source)
+    detectors: dict[str, DetectorConfig] = {}
+    for detector_id, values in _table(data, "detectors", source).items():
+        path = ("detectors", detector_id)
+        cls = DETECTORS.get(detector_id)
+        if cls is None:
+            near = difflib.get_close_matches(detector_id, list(DETECTORS), n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(near)}?" if near else ""
+            raise ConfigFileError(
+                source,
+                _key_path(path),
+                f"unknown detector id{hint} (see `sipwarden detectors list`)",
+            )
+        if not isinstance(values, dict):
+            raise ConfigFileError(source, _key_path(path), "must be a table of settings")
+        expanded, origins = _read_list_files(cls.Config, values, path, source, base_dir)
+        detectors[detector_id] = _validate(cls.Config, expanded, path, source, origins)
+    return Settings(engine, detectors, exchange, events, source)
+
+
+# -- helpers -----------------------------------------------------------------------------------
+M = typing.TypeVar("M", bound=BaseModel)
+
+
+@dataclass
+class _FileEntries:
+    """Entries of one field read from an ``X_file``: where each came from, to name the line
+    when one does not validate."""
+
+    file: str
+    #: index (tuple fields) or key (dict fields) -> (line number, the value as written)
+    lines: dict[int | str, tuple[int, Any]] = field(default_factory=dict)
+
+
+#: field name -> its entries read from a file
+_Origins = dict[str, _FileEntries]
+
+
+def _table(data: Mapping[str, Any], name: str, source: str) -> dict[str, Any]:
+    value = data.get(name, {})
+    if not isinstance(value, dict):
+        raise ConfigFileError(source, _key_path((name,)), "must be a table")
+    return value
+
+
+def _validate(
+    model: type[M],
+    values: Mapping[str, Any],
+    path: tuple[str, ...],
+    source: str,
+    origins: _Origins | None = None,
+) -> M:
+    try:
+        return model(**values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = tuple(error["loc"])
+        message = error["msg"]
+        entries = origins.get(str(loc[0])) if origins and loc else None
+        if entries is not None:
+            _raise_for_file_line(model, str(loc[0]), loc, message, entries, path)
+        raise ConfigFileError(source, _key_path((*path, *loc)), message) from None
+
+
+def _raise_for_file_line(
+    model: type[BaseModel],
+    name: str,
+    loc: tuple[Any, ...],
+    message: str,
+    entries: _FileEntries,
+    path: tuple[str, ...],
+) -> None:
+    """Name the file and line of the entry that failed. Item errors carry its index or key;
+    a whole-field validator's error does not, so each file entry is validated alone until the
+    bad one shows (only on the error path)."""
+    key_path = _key_path((*path, f"{name}_file"))
+    if len(loc) >= 2 and loc[1] in entries.lines:
+        line = entries.lines[loc[1]][0]
+        raise ConfigFileError(f"{entries.file}:{line}", key_path, message)
+    is_dict = _is_str_dict(model.model_fields[name].annotation)
+    for item, (line, value) in entries.lines.items():
+        single = {item: value} if is_dict else (value,)
+        try:
+            model.model_validate({name: single})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            if first["loc"] and first["loc"][0] == name:
+                raise ConfigFileError(f"{entries.file}:{line}", key_path, first["msg"]) from None
+
+
+def _is_str_tuple(annotation: Any) -> bool:
+    return typing.get_origin(annotation) is tuple and typing.get_args(annotation) == (str, ...)
+
+
+def _is_str_dict(annotation: Any) -> bool:
+    return typing.get_origin(annotation) is dict and typing.get_args(annotation) == (str, str)
+
+
+def _read_list_files(
+    model: type[BaseModel],
+    values: dict[str, Any],
+    path: tuple[str, ...],
+    source: str,
+    base_dir: Path | None,
+) -> tuple[dict[str, Any], _Origins]:
+    """Replace each ``X_file`` key by the file's entries: for a ``tuple[str, ...]`` field one
+    entry per line, after any inline ``X`` entries; for a ``dict[str, str]`` field one
+    ``KEY [VALUE]`` per line (first whitespace splits; inline keys win). Other ``*_file`` keys
+    are left for pydantic to reject as unknown."""
+    result = dict(values)
+    origins: _Origins = {}
+    for key, value in values.items():
+        name = key.removesuffix("_file")
+        info = model.model_fields.get(name)
+        if name == key or info is None:
+            continue
+        is_tuple, is_dict = _is_str_tuple(info.annotation), _is_str_dict(info.annotation)
+        if not (is_tuple or is_dict):
+            continue
+        key_path = _key_path((*path, key))
+        if not isinstance(value, str):
+            raise ConfigFileError(source, key_path, "must be a file name (string)")
+        if base_dir is None:
+            raise ConfigFileError(source, key_path, "needs a config file to be relative to")
+        list_path = base_dir / value
+        try:
+            text = list_path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise ConfigFileError(source, key_path, f"cannot read {list_path}: {why}") from None
+        inline = result.get(name, {} if is_dict else ())
+        entries = _FileEntries(str(list_path))
+        if is_dict:
+            if not isinstance(inline, dict):
+                raise ConfigFileError(source, _key_path((*path, name)), "must be a table")
+            table = dict(inline)
+            for number, entry in _file_lines(text):
+                item, _, label = entry.partition(" ")
+                item, _, tab_label = item.partition("\t")
+                label = (tab_label + " " + label).strip()
+                if item not in table:
+                    table[item] = label
+                    entries.lines[item] = (number, label)
+            result[name] = table
+        else:
+            if not isinstance(inline, Sequence) or isinstance(inline, str):
+                raise ConfigFileError(source, _key_path((*path, name)), "must be a list")
+            items = list(inline)
+            for number, entry in _file_lines(text):
+                entries.lines[len(items)] = (number, entry)
+                items.append(entry)
+            result[name] = tuple(items)
+        origins[name] = entries
+        del result[key]
+    return result, origins
+
+
+def _file_lines(text: str) -> list[tuple[int, str]]:
+    """(line number, entry) for each line with content; ``#`` starts a comment."""
+    found = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        entry = line.split("#", 1)[0].strip()
+        if entry:
+            found.append((number, entry))
+    return found
+
+
+def _key_path(parts: Sequence[str | int]) -> str:
+    """TOML spelling of a key path: bare keys plain, others quoted, list indexes as ``[i]``."""
+    text = ""
+    for part in parts:
+        if isinstance(part, int):
+            text += f"[{part}]"
+            continue
+        piece = part if _BARE_KEY.match(part) else '"' + part.replace('"', '\\"') + '"'
+        text += f".{piece}" if text else piece
+    return text
