@@ -319,12 +319,23 @@ def test_tcp_gap_drops_the_buffer_and_resynchronises() -> None:
     assert [m.payload for m in out] == [OK]
 
 
-def test_tcp_framing_error_is_counted_and_the_flow_dropped() -> None:
+def test_tcp_framing_error_is_reported_counted_and_the_flow_dropped() -> None:
     extractor = SipExtractor()
     bad = INVITE.replace(b"Content-Length: 4", b"Content-Length: x")
-    assert extractor.feed(1, 0.0, 101, ipv4(A, B, 6, tcp(40000, 5060, 1, bad))) == []
+    (refused,) = extractor.feed(1, 0.0, 101, ipv4(A, B, 6, tcp(40000, 5060, 1, bad)))
+    assert refused.error is not None and refused.error.code == "invalid_content_length"
+    assert refused.payload == b"" and refused.src.port == 40000
     assert extractor.stats.tcp_framing_errors == 1
+    assert extractor.stats.sip_messages == 0
     assert extractor.flow_count == 0
+
+
+def test_framing_error_of_a_stream_that_never_looked_like_sip_is_silent() -> None:
+    """An FTP reply ("550 ...") passes the cheap stream-start test but is not SIP: its framing
+    error is counted, not reported as malformed SIP."""
+    extractor = SipExtractor()
+    ftp = b"550 SiteStat.xml: No such file or directory\r\n\r\n"
+    assert extractor.feed(1, 0.0, 101, ipv4(A, B, 6, tcp(40000, 5060, 1, ftp))) == []
 
 
 def test_non_sip_tcp_is_not_tracked() -> None:

@@ -257,10 +257,14 @@ def test_invalid_content_length_capture_reaches_the_parser() -> None:
 
 
 def test_large_tcp_body_needs_larger_limits() -> None:
-    """A 65 KB INVITE exceeds the default max_message_bytes: framed only with raised limits."""
+    """A 65 KB INVITE exceeds the default max_message_bytes: reported as a framing error (an
+    observation with the error, so the malformed detectors see it), framed with raised limits."""
     path = need_shared(f"{CORPUS}/edge/suricata-verify--sip-body-large.pcap")
     stats = SourceStats()
-    assert len(list(iter_sip(path, stats))) == 1
+    refused, trying = list(iter_sip(path, stats))
+    assert refused.error is not None and refused.error.code == "message_too_large"
+    assert (refused.frame, refused.payload) == (5, b"")
+    assert trying.error is None and trying.payload.startswith(b"SIP/2.0 100")
     assert stats.tcp_framing_errors == 1
     big = ParseLimits(max_message_bytes=1 << 20, max_body_bytes=1 << 20)
     messages = list(iter_sip(path, limits=big))

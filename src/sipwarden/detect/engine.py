@@ -80,6 +80,11 @@ class Engine:
         self._call_detectors = [
             d for d in self.detectors if type(d).on_call is not Detector.on_call
         ]
+        # Asking every detector for its deadline at every packet costs as much as a detector;
+        # those that never have one are not asked.
+        self._timed_detectors = [
+            d for d in self.detectors if type(d).next_deadline is not Detector.next_deadline
+        ]
 
     def observe(self, obs: Observation) -> None:
         self.stats.observations += 1
@@ -108,7 +113,7 @@ class Engine:
         deadline = self.tracker.next_deadline()
         if deadline is not None and deadline <= now:
             self._dispatch(self.tracker.advance(now))
-        for detector in self.detectors:
+        for detector in self._timed_detectors:
             deadline = detector.next_deadline()
             if deadline is not None and deadline <= now:
                 self._merge(detector.advance(now))

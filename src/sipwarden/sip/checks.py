@@ -9,11 +9,11 @@ operator wants to see (Max-Forwards 0, a top Via without the magic cookie).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from sipwarden.sip.errors import Defect, SipParseError
-from sipwarden.sip.hdr import HEADER_TYPES
+from sipwarden.sip.hdr import HEADER_TYPES, HeaderType
 from sipwarden.sip.hdr.scalars import parse_delta_seconds
 from sipwarden.sip.hdr.via import BRANCH_COOKIE
 from sipwarden.sip.message import Request
@@ -76,7 +76,7 @@ def semantic_defects(msg: Message) -> Iterator[Defect]:
             yield Defect("invalid_header_value", exc.offset, exc.detail)
             continue
         if htype.validate is not None:
-            invalid = _first_invalid(msg, htype.validate, headers.indices(key))
+            invalid = _first_invalid(msg, htype, headers.indices(key))
             if invalid is not None:
                 offset, detail = invalid
                 yield Defect("invalid_header_value", offset, f"{htype.name}: {detail}")
@@ -159,13 +159,13 @@ def semantic_defects(msg: Message) -> Iterator[Defect]:
 
 
 def _first_invalid(
-    msg: Message, validate: Callable[[str], object], positions: list[int]
+    msg: Message, htype: HeaderType, positions: list[int]
 ) -> tuple[int, str] | None:
     """(offset, detail) of the first field that fails the strict grammar check, or None."""
     fields = msg.headers.fields
     for i in positions:
         try:
-            validate(fields[i][2])
+            htype.validate_cached(fields[i][2])
         except ValueError as exc:
             return msg.field_offset(i), str(exc)
     return None

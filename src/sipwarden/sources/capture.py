@@ -20,6 +20,9 @@ def iter_observations(
 ) -> Iterator[Observation]:
     """Every SIP message of a capture, in capture order, as an Observation."""
     for item in iter_sip(path, stats, limits=limits):
+        if item.error is not None:  # a TCP stream that could not be framed
+            yield Observation(item.ts, item.frame, item.src, item.dst, None, item.error, 0)
+            continue
         try:
             message, error = parse_message(item.payload, limits), None
         except SipParseError as exc:

@@ -553,21 +553,31 @@ def looks_like_sip(payload: bytes) -> bool:
 
 
 class SipPayload(NamedTuple):
-    """One SIP message's bytes; ``frame`` is the 1-based number of the frame that completed it."""
+    """One SIP message's bytes; ``frame`` is the 1-based number of the frame that completed it.
+
+    On a TCP stream that cannot be framed (a message over the size limit, a bad
+    Content-Length) ``error`` says why and ``payload`` is empty: malformed traffic is evidence,
+    so it still reaches the detectors; the stream is dropped until it starts a message again.
+    """
 
     frame: int
     ts: float
     src: Endpoint
     dst: Endpoint
     payload: bytes
+    error: SipParseError | None = None
 
 
 class _Flow:
-    __slots__ = ("framer", "next_seq")
+    __slots__ = ("framer", "next_seq", "sip")
 
-    def __init__(self, framer: StreamFramer, next_seq: int) -> None:
+    def __init__(self, framer: StreamFramer, next_seq: int, sip: bool) -> None:
         self.framer = framer
         self.next_seq = next_seq
+        #: The stream began with a SIP start line or has framed a message: its framing errors
+        #: are SIP evidence. (A stream that merely looked plausible - an FTP "550 ..." reply -
+        #: fails silently.)
+        self.sip = sip
 
 
 class SipExtractor:
@@ -644,7 +654,7 @@ class SipExtractor:
         if flow is None and payload and _STREAM_START.match(payload):
             if seg.flags & TCP_SYN:
                 seq = (seq + 1) & 0xFFFFFFFF
-            flow = _Flow(StreamFramer(self._limits), seq)
+            flow = _Flow(StreamFramer(self._limits), seq, looks_like_sip(payload))
             flows[key] = flow
             if len(flows) > self.max_flows:
                 flows.popitem(last=False)
@@ -679,6 +689,7 @@ class SipExtractor:
                     continue
                 stats.tcp_messages += 1
                 stats.sip_messages += 1
+                flow.sip = True
                 out.append(
                     SipPayload(
                         frame,
@@ -688,7 +699,19 @@ class SipExtractor:
                         item,
                     )
                 )
-        except SipParseError:
+        except SipParseError as exc:
             stats.tcp_framing_errors += 1
             self._flows.pop(key, None)
+            if not flow.sip:
+                return out
+            out.append(
+                SipPayload(
+                    frame,
+                    ts,
+                    Endpoint(seg.src, seg.sport, Transport.TCP),
+                    Endpoint(seg.dst, seg.dport, Transport.TCP),
+                    b"",
+                    exc,
+                )
+            )
         return out

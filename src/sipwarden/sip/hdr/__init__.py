@@ -106,6 +106,9 @@ class HeaderType:
     #: ``msg.defects``. None when ``parse`` already checks everything it reads.
     validate: Callable[[str], Any] | None = None
     values: dict[str, Any] = field(default_factory=dict)
+    #: Texts that passed ``validate`` (same reasoning and bound as ``values``; failures are
+    #: never stored, so every invalid field is checked - and reported - again).
+    valid: set[str] = field(default_factory=set)
 
     def parse_cached(self, text: str) -> Any:
         values = self.values
@@ -117,6 +120,18 @@ class HeaderType:
             if value_cache_entries:
                 values[text] = hit
         return hit
+
+
+    def validate_cached(self, text: str) -> None:
+        """``validate(text)`` unless the text already passed (ValueError when invalid)."""
+        valid = self.valid
+        if text in valid or self.validate is None:
+            return
+        self.validate(text)
+        if len(valid) >= value_cache_entries:
+            valid.clear()
+        if value_cache_entries:
+            valid.add(text)
 
 
 def _one(parse: Callable[[str], Any]) -> Callable[[str], tuple[Any, ...]]:
@@ -177,6 +192,7 @@ def set_value_cache_entries(max_entries: int) -> None:
     value_cache_entries = max_entries
     for entry in HEADER_TYPES.values():
         entry.values.clear()
+        entry.valid.clear()
 
 
 def canonical_key(name: str) -> str:
