@@ -297,11 +297,17 @@ def test_sctp_is_counted_not_decoded() -> None:
     assert stats.other_protocol == stats.frames == 5
 
 
-def test_websocket_messages_are_not_decoded_yet() -> None:
-    """SIP over WebSocket is not unwrapped yet: the 28 UDP messages of tshark's 39 are found."""
+def test_websocket_messages_are_unwrapped() -> None:
+    """SIP over WebSocket (RFC 7118, a SIP.js client through OpenSIPS): tshark's 39 messages,
+    28 on UDP and 11 in WebSocket frames on TCP port 8080."""
     path = need_shared(f"{CORPUS}/normal/heplify--sip_tcp_websocket.pcap")
-    messages = list(iter_sip(path))
-    assert Counter(str(m.src.transport) for m in messages) == {"udp": 28}
+    stats = SourceStats()
+    messages = list(iter_sip(path, stats))
+    assert Counter(str(m.src.transport) for m in messages) == {"udp": 28, "ws": 11}
+    assert (stats.ws_messages, stats.ws_framing_errors) == (11, 0)
+    ws = [m for m in messages if m.src.transport == "ws"]
+    assert [m.frame for m in ws] == [11, 13, 15, 18, 19, 24, 34, 46, 49, 52, 56]
+    assert ws[0].payload.startswith(b"INVITE sip:+12263382742@") and ws[0].dst.port == 8080
 
 
 def test_fuzzed_capture_is_read_to_the_end() -> None:

@@ -42,6 +42,7 @@ from sipwarden.net import Endpoint, Transport
 from sipwarden.sip import NEED_DATA, SipParseError, StreamFramer
 from sipwarden.sip.framing import FramerEvent
 from sipwarden.sip.limits import DEFAULT_LIMITS, ParseLimits
+from sipwarden.sources.websocket import WebSocketDeframer, WebSocketError, starts_websocket
 
 __all__ = [
     "LINKTYPE_ETHERNET",
@@ -187,6 +188,9 @@ class SourceStats:
     tcp_retransmissions: int = 0
     tcp_gaps: int = 0
     tcp_framing_errors: int = 0
+    #: SIP messages carried in WebSocket messages (RFC 7118), and WebSocket streams dropped
+    ws_messages: int = 0
+    ws_framing_errors: int = 0
     flows_evicted: int = 0
     #: SIP messages yielded (UDP + TCP)
     sip_messages: int = 0
@@ -571,7 +575,7 @@ class SipPayload(NamedTuple):
 class _Flow:
     __slots__ = ("framer", "next_seq", "sip")
 
-    def __init__(self, framer: StreamFramer, next_seq: int, sip: bool) -> None:
+    def __init__(self, framer: StreamFramer | WebSocketDeframer, next_seq: int, sip: bool) -> None:
         self.framer = framer
         self.next_seq = next_seq
         #: The stream began with a SIP start line or has framed a message: its framing errors
@@ -651,10 +655,15 @@ class SipExtractor:
                     stats.tcp_gaps += 1
                     del flows[key]
                     flow = None
-        if flow is None and payload and _STREAM_START.match(payload):
+        if flow is None and payload:
+            if _STREAM_START.match(payload):
+                flow = _Flow(StreamFramer(self._limits), seq, looks_like_sip(payload))
+            elif starts_websocket(payload):
+                # SIP over WebSocket (RFC 7118): which messages are SIP is decided per message.
+                flow = _Flow(WebSocketDeframer(self._limits.max_message_bytes), seq, False)
+        if flow is not None and key not in flows:
             if seg.flags & TCP_SYN:
                 seq = (seq + 1) & 0xFFFFFFFF
-            flow = _Flow(StreamFramer(self._limits), seq, looks_like_sip(payload))
             flows[key] = flow
             if len(flows) > self.max_flows:
                 flows.popitem(last=False)
@@ -678,6 +687,8 @@ class SipExtractor:
     ) -> list[SipPayload]:
         stats = self.stats
         out: list[SipPayload] = []
+        if isinstance(flow.framer, WebSocketDeframer):
+            return self._websocket(flow, flow.framer, key, frame, ts, seg, payload)
         try:
             flow.framer.feed(payload)
             while True:
@@ -712,6 +723,41 @@ class SipExtractor:
                     Endpoint(seg.dst, seg.dport, Transport.TCP),
                     b"",
                     exc,
+                )
+            )
+        return out
+
+    def _websocket(
+        self,
+        flow: _Flow,
+        deframer: WebSocketDeframer,
+        key: tuple[str, int, str, int],
+        frame: int,
+        ts: float,
+        seg: Segment,
+        payload: bytes,
+    ) -> list[SipPayload]:
+        stats = self.stats
+        try:
+            messages = deframer.feed(payload)
+        except WebSocketError:
+            stats.ws_framing_errors += 1
+            self._flows.pop(key, None)
+            return []
+        out: list[SipPayload] = []
+        for message in messages:
+            if not looks_like_sip(message):
+                continue  # RFC 7118 allows other subprotocol traffic; only SIP is ours
+            flow.sip = True
+            stats.ws_messages += 1
+            stats.sip_messages += 1
+            out.append(
+                SipPayload(
+                    frame,
+                    ts,
+                    Endpoint(seg.src, seg.sport, Transport.WS),
+                    Endpoint(seg.dst, seg.dport, Transport.WS),
+                    message,
                 )
             )
         return out
