@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sipwarden.net import Endpoint, Transport
-from sipwarden.sip import parse_message
+from sipwarden.sip import ParseLimits, parse_message
 from sipwarden.sources.decode import (
     SUPPORTED_LINKTYPES,
     Datagram,
@@ -191,12 +191,12 @@ def test_tcp_segment_fields() -> None:
         (1, ethernet(b"\x00" * 28, 0x0806), SkipReason.NON_IP),  # ARP
         (101, b"\x20" + UDP_PACKET[1:], SkipReason.NON_IP),  # IP version 2
         (101, ipv4(A, B, 1, b"\x08\x00" + b"\x00" * 6), SkipReason.OTHER_PROTOCOL),  # ICMP
-        (101, ipv4(A, B, 132, b"\x00" * 12), SkipReason.OTHER_PROTOCOL),  # SCTP
+        (101, ipv4(A, B, 50, b"\x00" * 12), SkipReason.OTHER_PROTOCOL),  # ESP
         (101, UDP_PACKET[:30], SkipReason.TRUNCATED),
         (101, b"\x44" + UDP_PACKET[1:], SkipReason.MALFORMED),  # IHL of 16 bytes
         (0, struct.pack("<I", 7) + UDP_PACKET, SkipReason.NON_IP),
     ],
-    ids=["linktype", "arp", "version", "icmp", "sctp", "truncated", "ihl", "null-family"],
+    ids=["linktype", "arp", "version", "icmp", "esp", "truncated", "ihl", "null-family"],
 )
 def test_undecodable_frames_are_skipped_and_counted(
     linktype: int, frame: bytes, reason: SkipReason
@@ -373,3 +373,63 @@ def test_stats_as_dict_lists_every_counter() -> None:
     stats = SourceStats(frames=3)
     assert stats.as_dict()["frames"] == 3
     assert set(stats.as_dict()) >= {"truncated", "fragments_reassembled", "flows_evicted"}
+
+
+# -- SCTP (RFC 4168) ---------------------------------------------------------------------------
+
+
+def sctp_data(data: bytes, stream: int = 0, *, begin: bool = True, end: bool = True) -> bytes:
+    flags = (0x02 if begin else 0) | (0x01 if end else 0)
+    chunk = struct.pack("!BBHIHHI", 0, flags, 16 + len(data), 1, stream, 0, 0) + data
+    return chunk + b"\x00" * (-len(chunk) % 4)
+
+
+def sctp(*chunks: bytes) -> bytes:
+    return struct.pack("!HHII", 5060, 5060, 0xDEADBEEF, 0) + b"".join(chunks)
+
+
+def test_sctp_bundled_messages_and_other_chunks() -> None:
+    extractor = SipExtractor()
+    heartbeat = struct.pack("!BBH", 4, 0, 8) + b"\x00" * 4
+    packet = sctp(heartbeat, sctp_data(INVITE), sctp_data(b"not sip at all"), sctp_data(INVITE, 3))
+    out = extractor.feed(1, 0.0, 101, ipv4(A, B, 132, packet))
+    assert [m.payload for m in out] == [INVITE, INVITE]
+    assert {m.src.transport for m in out} == {"sctp"}
+    assert (extractor.stats.sctp_packets, extractor.stats.sctp_messages) == (1, 2)
+
+
+def test_sctp_fragments_joined_per_stream_and_orphans_dropped() -> None:
+    extractor = SipExtractor()
+    head, middle, tail = INVITE[:40], INVITE[40:90], INVITE[90:]
+    feed = [
+        sctp(sctp_data(head, 1, end=False), sctp_data(b"x", 2, begin=False)),  # orphan on 2
+        sctp(sctp_data(middle, 1, begin=False, end=False)),
+        sctp(sctp_data(tail, 1, begin=False)),
+    ]
+    out = [
+        m for i, p in enumerate(feed) for m in extractor.feed(i + 1, 0.0, 101, ipv4(A, B, 132, p))
+    ]
+    assert [(m.frame, m.payload) for m in out] == [(3, INVITE)]
+    assert extractor.stats.sctp_fragments_dropped == 1
+
+
+def test_sctp_fragments_over_the_message_limit_are_dropped() -> None:
+    extractor = SipExtractor(limits=ParseLimits(max_message_bytes=64))
+    extractor.feed(1, 0.0, 101, ipv4(A, B, 132, sctp(sctp_data(b"A" * 60, end=False))))
+    extractor.feed(2, 0.0, 101, ipv4(A, B, 132, sctp(sctp_data(b"B" * 60, begin=False))))
+    assert extractor.stats.sctp_fragments_dropped == 1
+
+
+@pytest.mark.parametrize(
+    ("packet", "reason"),
+    [
+        (b"\x00" * 8, SkipReason.TRUNCATED),
+        (sctp(struct.pack("!BBH", 0, 3, 2)), SkipReason.MALFORMED),
+        (sctp(struct.pack("!BBH", 0, 3, 200)), SkipReason.TRUNCATED),
+        (sctp(struct.pack("!BBH", 0, 3, 8) + b"\x00" * 4), SkipReason.MALFORMED),
+    ],
+    ids=["header", "chunk-length", "chunk-truncated", "short-data"],
+)
+def test_broken_sctp_is_skipped_with_a_reason(packet: bytes, reason: SkipReason) -> None:
+    decoded = FrameDecoder().decode(101, ipv4(A, B, 132, packet), 0.0)
+    assert isinstance(decoded, Skipped) and decoded.reason is reason

@@ -289,12 +289,16 @@ def test_truncated_copy_of_a_real_capture(tmp_path: Path) -> None:
     assert [m.frame for m in iter_sip(cut)] == [m.frame for m in iter_sip(source)][:6]
 
 
-def test_sctp_is_counted_not_decoded() -> None:
-    """SIP over SCTP is not decoded yet; tshark finds 4 messages in heplify--sip_sctp.pcap."""
+def test_sip_over_sctp_with_a_fragmented_user_message() -> None:
+    """tshark's 4 messages in heplify--sip_sctp.pcap: the INVITE (SIP-I, with ISUP) is split
+    over frames 1 and 2 as two DATA chunks (begin, end) of one stream."""
     path = need_shared(f"{CORPUS}/normal/heplify--sip_sctp.pcap")
     stats = SourceStats()
-    assert list(iter_sip(path, stats)) == []
-    assert stats.other_protocol == stats.frames == 5
+    messages = list(iter_sip(path, stats))
+    assert [m.frame for m in messages] == [2, 3, 4, 5]
+    assert {m.src.transport for m in messages} == {"sctp"}
+    assert messages[0].payload.startswith(b"INVITE sip:9275890000@VMSSM;user=phone SIP/2.0")
+    assert (stats.sctp_packets, stats.sctp_messages, stats.other_protocol) == (5, 4, 0)
 
 
 def test_websocket_messages_are_unwrapped() -> None:

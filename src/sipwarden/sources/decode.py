@@ -14,12 +14,16 @@ hostile bytes: short buffers become ``TRUNCATED``, impossible header values ``MA
   (:class:`FragmentTable`): at most ``max_datagrams`` datagrams in progress, each expiring
   ``timeout_s`` of *packet* time after its first fragment; evictions, expiries and bad fragments
   are counted.
+* SCTP (RFC 4168 SIP over SCTP): DATA chunks of every packet; the extractor joins a user
+  message's fragments per stream.
 * One tunnel layer is removed: IP-in-IP (protocol 4 / 41) and GRE (47) carrying IPv4, IPv6,
   Ethernet (transparent bridging) or, in PPTP's enhanced GRE, PPP.
 
 :class:`SipExtractor` sits on top: UDP payloads that begin with a SIP start line (on any port)
 are SIP messages; each TCP direction with SIP in it is framed by
-:class:`~sipwarden.sip.StreamFramer`. In-order bytes are fed, retransmitted bytes ignored; a gap
+:class:`~sipwarden.sip.StreamFramer`, or, after a WebSocket upgrade, deframed by
+:class:`~sipwarden.sources.websocket.WebSocketDeframer` (RFC 7118); SCTP user messages that
+begin with a start line are SIP messages. In-order bytes are fed, retransmitted bytes ignored; a gap
 (lost or reordered segment) or a framing error drops that direction's buffer, and the direction
 resynchronises at the next segment that starts with a SIP start line. At most ``max_flows``
 directions are tracked; the least recently used is evicted and counted.
@@ -90,6 +94,7 @@ _PROTO_TCP = 6
 _PROTO_UDP = 17
 _PROTO_IPV6 = 41
 _PROTO_GRE = 47
+_PROTO_SCTP = 132
 _IPV6_SKIPPABLE = frozenset({0, 43, 60})  # hop-by-hop, routing, destination options
 _IPV6_FRAGMENT = 44
 _IPV6_AH = 51
@@ -105,6 +110,12 @@ _IPV6_FRAG = struct.Struct("!BBHI")
 _UDP = struct.Struct("!HHH")
 _TCP = struct.Struct("!HHIIBB")
 _GRE = struct.Struct("!HH")
+_SCTP = struct.Struct("!HHII")
+_SCTP_CHUNK = struct.Struct("!BBH")
+_SCTP_DATA = struct.Struct("!IHHI")  # TSN, stream id, stream sequence, payload protocol id
+_SCTP_DATA_CHUNK = 0
+_SCTP_BEGIN = 0x02
+_SCTP_END = 0x01
 
 
 class SkipReason(StrEnum):
@@ -147,12 +158,32 @@ class Segment(NamedTuple):
         return (self.src, self.sport, self.dst, self.dport)
 
 
+class DataChunk(NamedTuple):
+    """One SCTP DATA chunk's user data (RFC 9260 §3.3.1); a user message is one chunk with
+    both ``begin`` and ``end``, or consecutive chunks of one stream from begin to end."""
+
+    stream: int
+    begin: bool
+    end: bool
+    data: bytes
+
+
+class Chunks(NamedTuple):
+    """The DATA chunks of one SCTP packet (RFC 4168 carries one SIP message per user message)."""
+
+    src: str
+    sport: int
+    dst: str
+    dport: int
+    chunks: tuple[DataChunk, ...]
+
+
 class Skipped(NamedTuple):
     reason: SkipReason
     detail: str = ""
 
 
-Decoded = Datagram | Segment | Skipped
+Decoded = Datagram | Segment | Chunks | Skipped
 
 TCP_FIN = 0x01
 TCP_SYN = 0x02
@@ -191,6 +222,10 @@ class SourceStats:
     #: SIP messages carried in WebSocket messages (RFC 7118), and WebSocket streams dropped
     ws_messages: int = 0
     ws_framing_errors: int = 0
+    #: SCTP packets, SIP messages they carried (RFC 4168), fragments that could not be joined
+    sctp_packets: int = 0
+    sctp_messages: int = 0
+    sctp_fragments_dropped: int = 0
     flows_evicted: int = 0
     #: SIP messages yielded (UDP + TCP)
     sip_messages: int = 0
@@ -347,8 +382,10 @@ class FrameDecoder:
             stats.decoded += 1
             if isinstance(result, Datagram):
                 stats.udp_datagrams += 1
-            else:
+            elif isinstance(result, Segment):
                 stats.tcp_segments += 1
+            else:
+                stats.sctp_packets += 1
         return result
 
     # -- link layer -----------------------------------------------------------------------
@@ -497,6 +534,8 @@ class FrameDecoder:
             if header > len(payload):
                 raise _Skip(SkipReason.TRUNCATED, "short TCP options")
             return Segment(src, sport, dst, dport, seq, flags, payload[header:])
+        if proto == _PROTO_SCTP:
+            return _sctp(src, dst, payload)
         if proto in (_PROTO_IPIP, _PROTO_IPV6, _PROTO_GRE):
             if depth >= _MAX_TUNNEL_DEPTH:
                 raise _Skip(SkipReason.TUNNEL_TOO_DEEP, f"protocol {proto} inside a tunnel")
@@ -556,6 +595,37 @@ def looks_like_sip(payload: bytes) -> bool:
     return _START_LINE.match(payload) is not None
 
 
+def _sctp(src: str, dst: str, payload: bytes) -> Chunks:
+    """SCTP common header and its DATA chunks; other chunk types (INIT, SACK, HEARTBEAT …) are
+    skipped. The checksum is not verified: captures taken on the sending host carry offloaded,
+    unfilled checksums."""
+    if len(payload) < 12:
+        raise _Skip(SkipReason.TRUNCATED, "short SCTP header")
+    sport, dport, _vtag, _checksum = _SCTP.unpack_from(payload, 0)
+    chunks: list[DataChunk] = []
+    pos = 12
+    while pos + 4 <= len(payload):
+        kind, flags, length = _SCTP_CHUNK.unpack_from(payload, pos)
+        if length < 4:
+            raise _Skip(SkipReason.MALFORMED, f"SCTP chunk length {length}")
+        if pos + length > len(payload):
+            raise _Skip(SkipReason.TRUNCATED, f"SCTP chunk length {length} > captured")
+        if kind == _SCTP_DATA_CHUNK:
+            if length < 16:
+                raise _Skip(SkipReason.MALFORMED, f"SCTP DATA chunk length {length}")
+            _tsn, stream, _ssn, _ppid = _SCTP_DATA.unpack_from(payload, pos + 4)
+            chunks.append(
+                DataChunk(
+                    stream,
+                    bool(flags & _SCTP_BEGIN),
+                    bool(flags & _SCTP_END),
+                    payload[pos + 16 : pos + length],
+                )
+            )
+        pos += (length + 3) & ~3
+    return Chunks(src, sport, dst, dport, tuple(chunks))
+
+
 class SipPayload(NamedTuple):
     """One SIP message's bytes; ``frame`` is the 1-based number of the frame that completed it.
 
@@ -605,6 +675,9 @@ class SipExtractor:
         self.max_flows = max_flows
         self._limits = limits
         self._flows: OrderedDict[tuple[str, int, str, int], _Flow] = OrderedDict()
+        # SCTP user messages in fragments, per (association direction, stream); bounded like
+        # the TCP flows, each buffer by max_message_bytes.
+        self._sctp_partial: OrderedDict[tuple[str, int, str, int, int], bytearray] = OrderedDict()
 
     @property
     def flow_count(self) -> int:
@@ -630,7 +703,53 @@ class SipExtractor:
             ]
         if isinstance(decoded, Segment):
             return self._segment(frame, ts, decoded)
+        if isinstance(decoded, Chunks):
+            return self._chunks(frame, ts, decoded)
         return []
+
+    def _chunks(self, frame: int, ts: float, packet: Chunks) -> list[SipPayload]:
+        """SCTP user messages (RFC 4168: one SIP message each), fragments joined per stream in
+        order; a fragment out of order drops that stream's partial message."""
+        stats = self.stats
+        out: list[SipPayload] = []
+        partial = self._sctp_partial
+        for chunk in packet.chunks:
+            key = (packet.src, packet.sport, packet.dst, packet.dport, chunk.stream)
+            if chunk.begin and chunk.end:
+                message = chunk.data
+            elif chunk.begin:
+                partial[key] = bytearray(chunk.data)
+                if len(partial) > self.max_flows:
+                    partial.popitem(last=False)
+                    stats.flows_evicted += 1
+                continue
+            else:
+                buffer = partial.get(key)
+                if buffer is None:
+                    stats.sctp_fragments_dropped += 1
+                    continue
+                buffer += chunk.data
+                if len(buffer) > self._limits.max_message_bytes:
+                    del partial[key]
+                    stats.sctp_fragments_dropped += 1
+                    continue
+                if not chunk.end:
+                    continue
+                message = bytes(partial.pop(key))
+            if not looks_like_sip(message):
+                continue
+            stats.sctp_messages += 1
+            stats.sip_messages += 1
+            out.append(
+                SipPayload(
+                    frame,
+                    ts,
+                    Endpoint(packet.src, packet.sport, Transport.SCTP),
+                    Endpoint(packet.dst, packet.dport, Transport.SCTP),
+                    message,
+                )
+            )
+        return out
 
     def _segment(self, frame: int, ts: float, seg: Segment) -> list[SipPayload]:
         stats = self.stats
