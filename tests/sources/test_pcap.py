@@ -324,3 +324,22 @@ def test_fuzzed_capture_is_read_to_the_end() -> None:
     assert len(messages) == 47
     assert stats.frames == 691
     assert stats.truncated > 0
+
+
+def test_pages_read_are_released_behind_the_reader(tmp_path: Path) -> None:
+    """A mapped capture's pages count as resident memory; the reader hands them back every
+    8 MiB (page-aligned), so a large capture does not end up resident as a whole."""
+    import mmap
+
+    from sipwarden.sources.pcap import _RELEASE_BYTES, _Releaser
+
+    path = tmp_path / "blob"
+    path.write_bytes(b"\x00" * (_RELEASE_BYTES * 2 + 12345))
+    with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        releaser = _Releaser(buf)
+        releaser.upto(_RELEASE_BYTES - 1)
+        assert releaser.done == 0
+        releaser.upto(_RELEASE_BYTES + 100)
+        assert releaser.done == _RELEASE_BYTES and releaser.done % mmap.PAGESIZE == 0
+        releaser.upto(len(buf))
+        assert releaser.done == len(buf) - len(buf) % mmap.PAGESIZE
