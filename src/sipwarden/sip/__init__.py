@@ -19,6 +19,7 @@ from sipwarden.sip.headers import Headers
 from sipwarden.sip.limits import DEFAULT_LIMITS, ParseLimits
 from sipwarden.sip.message import Message, Request, Response
 from sipwarden.sip.parser import KNOWN_METHODS, parse_message
+from sipwarden.sip.sdp import SdpParseError, SessionDescription, message_sdp, parse_sdp
 from sipwarden.sip.serialize import (
     decrement_max_forwards,
     pop_via,
@@ -50,12 +51,16 @@ __all__ = [
     "Product",
     "Request",
     "Response",
+    "SdpParseError",
+    "SessionDescription",
     "SipParseError",
     "StreamFramer",
     "Uri",
     "Via",
     "decrement_max_forwards",
+    "message_sdp",
     "parse_message",
+    "parse_sdp",
     "parse_uri",
     "pop_via",
     "push_via",

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sipwarden.sip.errors import Defect, SipParseError
 from sipwarden.sip.hdr import HEADER_TYPES, HeaderType
 from sipwarden.sip.hdr.scalars import parse_delta_seconds
 from sipwarden.sip.hdr.via import BRANCH_COOKIE
-from sipwarden.sip.message import Request
+from sipwarden.sip.message import TYPED_GETTERS, Request
 
 if TYPE_CHECKING:
     from sipwarden.sip.hdr.name_addr import NameAddr
@@ -47,76 +47,48 @@ _ADDRESS_HEADERS = (
 def semantic_defects(msg: Message) -> Iterator[Defect]:
     headers = msg.headers
     is_request = isinstance(msg, Request)
-    missing = [HEADER_TYPES[key].name for key in _MANDATORY if key not in headers]
+    # One pass over the fields: the positions of every registered header, by lookup key.
+    positions: dict[str, list[int]] = {}
+    for i, (key, _, _) in enumerate(headers.fields):
+        if key in HEADER_TYPES:
+            found = positions.get(key)
+            if found is None:
+                positions[key] = [i]
+            else:
+                found.append(i)
+    missing = [HEADER_TYPES[key].name for key in _MANDATORY if key not in positions]
     if missing:
         yield Defect(
             "missing_mandatory_header", msg.byte_offset(0), f"missing {', '.join(missing)}"
         )
-    if is_request and "max-forwards" not in headers:
+    if is_request and "max-forwards" not in positions:
         yield Defect(
             "missing_max_forwards",
             msg.byte_offset(0),
             "no Max-Forwards (RFC 2543 style; a proxy adds 70, RFC 3261 §16.6)",
         )
-
-    for key in headers.keys():  # noqa: SIM118 - Headers iterates (name, value) pairs
-        htype = HEADER_TYPES.get(key)
-        if htype is None:
-            continue
-        count = headers.count(key)
-        if htype.singleton and count > 1 and key != "content-length":
+    getters = TYPED_GETTERS
+    for key, where in positions.items():
+        htype = HEADER_TYPES[key]
+        if htype.singleton and len(where) > 1 and key != "content-length":
             yield Defect(
                 "duplicate_singleton_header",
-                msg.field_offset(headers.indices(key)[1]),
-                f"{htype.name} appears {count} times",
+                msg.field_offset(where[1]),
+                f"{htype.name} appears {len(where)} times",
             )
         try:
-            value = msg.typed(key)
+            value = getters[key](msg)
         except SipParseError as exc:
             yield Defect("invalid_header_value", exc.offset, exc.detail)
             continue
         if htype.validate is not None:
-            invalid = _first_invalid(msg, htype, headers.indices(key))
+            invalid = _first_invalid(msg, htype, where)
             if invalid is not None:
                 offset, detail = invalid
                 yield Defect("invalid_header_value", offset, f"{htype.name}: {detail}")
                 continue
         if key in _ADDRESS_HEADERS:
-            for address in value if type(value) is tuple else (value,):
-                if address.wildcard:
-                    continue
-                try:
-                    address.params  # noqa: B018 - strict parse: a parameter given twice
-                except ValueError as exc:
-                    yield Defect(
-                        "invalid_header_value",
-                        msg.field_offset(headers.indices(key)[0]),
-                        f"{htype.name}: {exc}",
-                    )
-                    continue
-                try:
-                    uri = address.uri
-                except ValueError as exc:
-                    yield Defect(
-                        "invalid_header_value",
-                        msg.field_offset(headers.indices(key)[0]),
-                        f"{htype.name}: {exc}",
-                    )
-                    continue
-                if uri.scheme not in ("sip", "sips", "tel"):
-                    yield Defect(
-                        "unknown_uri_scheme",
-                        msg.field_offset(headers.indices(key)[0]),
-                        f"{htype.name} URI scheme {uri.scheme!r}",
-                    )
-                if key == "contact":
-                    problem = _contact_param_problem(address)
-                    if problem:
-                        yield Defect(
-                            "invalid_header_value",
-                            msg.field_offset(headers.indices(key)[0]),
-                            f"Contact: {problem}",
-                        )
+            yield from _address_defects(msg, htype, key, value, where[0])
 
     if isinstance(msg, Request):
         yield from _request_checks(msg)
@@ -158,9 +130,36 @@ def semantic_defects(msg: Message) -> Iterator[Defect]:
             )
 
 
-def _first_invalid(
-    msg: Message, htype: HeaderType, positions: list[int]
-) -> tuple[int, str] | None:
+def _address_defects(
+    msg: Message, htype: HeaderType, key: str, value: Any, first: int
+) -> Iterator[Defect]:
+    """Strict checks of the addresses of an address header (``first``: its first field)."""
+    for address in value if type(value) is tuple else (value,):
+        if address.wildcard:
+            continue
+        try:
+            address.params  # noqa: B018 - strict parse: a parameter given twice
+        except ValueError as exc:
+            yield Defect("invalid_header_value", msg.field_offset(first), f"{htype.name}: {exc}")
+            continue
+        try:
+            uri = address.uri
+        except ValueError as exc:
+            yield Defect("invalid_header_value", msg.field_offset(first), f"{htype.name}: {exc}")
+            continue
+        if uri.scheme not in ("sip", "sips", "tel"):
+            yield Defect(
+                "unknown_uri_scheme",
+                msg.field_offset(first),
+                f"{htype.name} URI scheme {uri.scheme!r}",
+            )
+        if key == "contact":
+            problem = _contact_param_problem(address)
+            if problem:
+                yield Defect("invalid_header_value", msg.field_offset(first), f"Contact: {problem}")
+
+
+def _first_invalid(msg: Message, htype: HeaderType, positions: list[int]) -> tuple[int, str] | None:
     """(offset, detail) of the first field that fails the strict grammar check, or None."""
     fields = msg.headers.fields
     for i in positions:

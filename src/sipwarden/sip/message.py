@@ -16,6 +16,7 @@ found instead of raising. ``msg.is_valid`` is the strict verdict.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from sipwarden.sip.errors import Defect, SipParseError
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from sipwarden.sip.headers import Headers
     from sipwarden.sip.uri import Uri
 
-__all__ = ["TYPED_ACCESSORS", "Message", "Request", "Response"]
+__all__ = ["TYPED_ACCESSORS", "TYPED_GETTERS", "Message", "Request", "Response"]
 
 
 class Message:
@@ -371,6 +372,12 @@ _NAMED = {
 }
 for _attr, _key in _NAMED.items():
     setattr(Message, _attr, _ACCESSORS[_key])
+
+#: The typed-value getter of every registered header, by lookup key (for code that walks the
+#: header fields, such as the strict checks, without going through attribute names).
+TYPED_GETTERS: dict[str, Callable[[Message], Any]] = {
+    key: prop.fget for key, prop in _ACCESSORS.items() if prop.fget is not None
+}
 
 #: Every typed accessor of a message (fuzzers and property tests read them all).
 TYPED_ACCESSORS: tuple[str, ...] = (*_NAMED, "authorization", "challenges")

@@ -121,7 +121,6 @@ class HeaderType:
                 values[text] = hit
         return hit
 
-
     def validate_cached(self, text: str) -> None:
         """``validate(text)`` unless the text already passed (ValueError when invalid)."""
         valid = self.valid
