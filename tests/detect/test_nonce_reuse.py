@@ -35,8 +35,10 @@ def auth_request(
     dst: str = SERVER,
     method: str = "REGISTER",
     call_id: str = "call-1",
+    qop_value: str = "auth",
+    body: str = "",
 ) -> Observation:
-    qop = f', qop=auth, nc={nc}, cnonce="{cnonce}"' if nc is not None else ""
+    qop = f', qop={qop_value}, nc={nc}, cnonce="{cnonce}"' if nc is not None else ""
     data = (
         f"{method} sip:{SERVER} SIP/2.0\r\n"
         f"Via: SIP/2.0/UDP {src};branch=z9hG4bK{next(_branches)}\r\n"
@@ -44,7 +46,7 @@ def auth_request(
         f"Call-ID: {call_id}\r\nCSeq: 1 {method}\r\nMax-Forwards: 70\r\n"
         f'Authorization: Digest username="{user}", realm="pbx", nonce="{nonce}", '
         f'uri="sip:{SERVER}", response="{response}"{qop}\r\n'
-        "Content-Length: 0\r\n\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n{body}"
     ).encode()
     return Observation(
         ts, next(_frames), Endpoint(src, 5060), Endpoint(dst, 5060),
@@ -104,6 +106,32 @@ def test_guessing_fires_at_n_distinct_responses_not_below() -> None:
     assert keys(detector, [auth_request(0.3, "d"), auth_request(0.4, "d")]) == [
         f"guessing|{CLIENT}"
     ]
+
+
+def test_guessing_episode_counts_every_guess() -> None:
+    # Regression: the crossing hit counted 1, so 5 guesses made a finding of count 3.
+    engine = Engine([NonceReuse()])
+    for i, guess in enumerate("abcde"):
+        engine.observe(auth_request(i * 0.1, guess))
+    (finding,) = engine.finish()
+    assert finding.count == 5 and finding.indicators["responses_for_same_inputs"] == "5"
+
+
+def test_auth_int_with_another_body_is_not_a_guess() -> None:
+    # Regression: under qop=auth-int the body is a digest input; a client that keeps nc and
+    # cnonce (a common bug) and sends three different SDPs computes three responses honestly.
+    detector = NonceReuse()
+    requests = [
+        auth_request(i * 0.1, f"r{i}", method="INVITE", qop_value="auth-int", body=f"v=0 {i}")
+        for i in range(5)
+    ]
+    assert keys(detector, requests) == []
+    # The same body with other responses is guessing again.
+    guesses = [
+        auth_request(1 + i * 0.1, g, method="INVITE", qop_value="auth-int", body="v=0 x")
+        for i, g in enumerate("abc")
+    ]
+    assert keys(detector, guesses) == [f"guessing|{CLIENT}"]
 
 
 def test_retransmissions_and_rising_nc_are_legal() -> None:
@@ -227,6 +255,7 @@ def test_svcrack_guesses_on_one_nonce_are_caught() -> None:
     assert finding.key == "guessing|127.0.0.1" and finding.severity is Severity.HIGH
     assert finding.target is not None and finding.target.user == "alice"
     assert int(finding.indicators["responses_for_same_inputs"]) > 100
+    assert finding.count == int(finding.indicators["responses_for_same_inputs"])
 
 
 def test_guessing_still_seen_after_many_legal_reuses() -> None:

@@ -23,6 +23,7 @@ from sipwarden.detect.detectors.recon import (
     HostSweepConfig,
     ScannerFingerprint,
     ScannerFingerprintConfig,
+    ScannerUserAgent,
 )
 from sipwarden.detect.finding import Finding
 from sipwarden.detect.observation import Observation
@@ -230,6 +231,16 @@ def test_allow_listed_source_is_silent() -> None:
     assert fingerprints(svmap_options(), trusted) == []
 
 
+def test_fingerprint_leaves_a_named_tool_to_the_user_agent_detector() -> None:
+    named = svmap_options(user_agent="friendly-scanner")
+    assert fingerprints(named) == []
+    assert fingerprints(svmap_options(display="sipvicious")) == []  # From name names it too
+    ua_hits = ScannerUserAgent().observe(observe(named, src=SCANNER))
+    assert [h.detector for h in ua_hits] == ["recon.scanner_user_agent"]
+    both = ScannerFingerprint(ScannerFingerprintConfig(silent_when_user_agent_names_tool=False))
+    assert [h.indicators["tool"] for h in fingerprints(named, both)] == ["sipvicious"]
+
+
 def test_fingerprint_aggregates_per_source_and_tool_in_the_engine() -> None:
     engine = Engine([ScannerFingerprint()])
     for i in range(5):
@@ -291,7 +302,7 @@ def test_host_sweep_fires_at_n_not_below() -> None:
     hits = sweep(HostSweep(), n)
     assert len(hits) == 1
     assert hits[0].severity is Severity.HIGH and hits[0].count == n
-    assert hits[0].indicators["distinct_hosts"] == str(n)
+    assert hits[0].indicators["distinct_hosts_at_least"] == str(n)
 
 
 def test_host_sweep_counts_later_probes_once_each() -> None:
@@ -383,7 +394,7 @@ def test_enumeration_fires_at_n_not_below() -> None:
     assert enumerate_users(ExtensionEnumeration(), n - 1) == []
     [hit] = enumerate_users(ExtensionEnumeration(), n)
     assert hit.severity is Severity.HIGH and hit.count == n
-    assert hit.indicators["distinct_users"] == str(n)
+    assert hit.indicators["distinct_users_at_least"] == str(n)
 
 
 def test_enumeration_reads_the_response_mix() -> None:
@@ -451,6 +462,18 @@ def test_proxy_whose_logins_succeed_is_low() -> None:
     assert hit.recommended_action is not None and hit.recommended_action.action_code == "MONITOR"
 
 
+def test_one_owned_account_does_not_make_an_enumerator_look_like_a_proxy() -> None:
+    # Regression: every successful login counted, so 10 REGISTERs of an account the attacker
+    # owns turned its enumeration of 20 users LOW. Now distinct users that logged in count.
+    detector = ExtensionEnumeration()
+    for i in range(10):
+        detector.on_transaction(
+            tx("owned", i * 0.1, status=200, method="REGISTER", credentials="owned")
+        )
+    hits = enumerate_users(detector, 25)
+    assert hits and all(h.severity is Severity.HIGH for h in hits)
+
+
 def test_enumeration_through_the_engine_and_tracker() -> None:
     engine = Engine([ExtensionEnumeration(ExtensionEnumerationConfig(users_per_window=5))])
     frame = 0
@@ -469,6 +492,36 @@ def test_enumeration_through_the_engine_and_tracker() -> None:
     [finding] = engine.finish()
     assert finding.detector == "recon.extension_enumeration" and finding.key == SCANNER
     assert finding.indicators["responses"] == "404×5"
+
+
+def _in_dialog_engine(answered: bool, to_tag: str) -> list[Finding]:
+    engine = Engine([ExtensionEnumeration(ExtensionEnumerationConfig(users_per_window=5))])
+    for i in range(8):  # 8 dialogs, each with its own Contact user: a re-INVITE in each
+        user, branch = f"contact{i}", f"z9hG4bKre{i}"
+        request = sip_request(
+            method="INVITE", ruri=f"sip:{user}@{SERVER}", branch=branch, call_id=f"d{i}",
+            to=f"<sip:{user}@{SERVER}>", to_tag=to_tag,
+        )  # fmt: skip
+        engine.observe(observe(request, ts=i, frame=2 * i + 1, src=SCANNER, dst=SERVER))
+        if answered:
+            response = (
+                f"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch={branch}\r\n"
+                f"From: <sip:alice@example.com>;tag=a\r\nTo: <sip:{user}@{SERVER}>;tag=s\r\n"
+                f"Call-ID: d{i}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+            ).encode()
+            engine.observe(observe(response, ts=i + 0.01, frame=2 * i + 2, src=SERVER))
+    return engine.finish()
+
+
+@pytest.mark.parametrize("answered", [True, False])
+def test_in_dialog_requests_are_not_probes(answered: bool) -> None:
+    # Regression: re-INVITEs (To tag) to many dialogs' Contact users counted as users probed;
+    # the unanswered ones are reported by the tracker after Timer F and must be recognised too.
+    assert _in_dialog_engine(answered, to_tag="peer") == []
+    # The same requests outside a dialog are probes.
+    assert [f.detector for f in _in_dialog_engine(answered, to_tag="")] == [
+        "recon.extension_enumeration"
+    ]
 
 
 def test_enumeration_state_is_bounded_against_many_sources() -> None:
@@ -492,12 +545,23 @@ def run(path: Path, *detectors: Detector) -> list[Finding]:
 def test_corpus_every_sipvicious_source_caught_without_the_user_agent() -> None:
     path = need_shared("corpus/pcap/attack/initconf--BadUserAgent-sipvicious.pcap")
     sources = {o.src.ip for o in iter_observations(path) if o.request is not None}
-    findings = run(path, ScannerFingerprint())
+    config = ScannerFingerprintConfig(silent_when_user_agent_names_tool=False)
+    findings = run(path, ScannerFingerprint(config))
     caught = {f.source.ip for f in findings if f.source is not None}
     assert len(sources) == 11 and caught == sources
     assert all(f.severity is Severity.HIGH for f in findings)
     renamed = [f for f in findings if f.indicators.get("user_agent") == "Zeeko"]
     assert renamed and renamed[0].indicators["tool"] == "sipvicious"
+
+
+def test_corpus_one_finding_per_scanner_source_not_two() -> None:
+    # Regression: fingerprint and user-agent both fired on every packet (52 findings for the
+    # 26 OPTIONS). The User-Agent (or the From name "sipvicious" the renamed one kept) names
+    # the tool, so only recon.scanner_user_agent reports; nothing is lost.
+    path = need_shared("corpus/pcap/attack/initconf--BadUserAgent-sipvicious.pcap")
+    findings = run(path, ScannerUserAgent(), ScannerFingerprint())
+    assert {f.detector for f in findings} == {"recon.scanner_user_agent"}
+    assert len({f.source.ip for f in findings if f.source is not None}) == 11
 
 
 def test_corpus_register_guessing_is_enumeration() -> None:

@@ -1,9 +1,12 @@
 """spoofing detectors: each judges the identity an initial request presents, across the RFC 3325
-trust boundary, stays low until a boundary is configured, honours the allow-list, and keeps no
-state however hostile the traffic. They have no count threshold: "fires at N, silent at N-1" is
-the digit floor below which a user is an extension, not a number."""
+trust boundary, stays low until a boundary is configured, honours the allow-list, judges a
+retransmitted request once, and keeps bounded state however hostile the traffic. They have no
+count threshold: "fires at N, silent at N-1" is the digit floor below which a user is an
+extension, not a number."""
 
 from __future__ import annotations
+
+import itertools
 
 import pydantic
 import pytest
@@ -23,11 +26,12 @@ from sipwarden.detect.detectors.spoofing import (
 )
 from sipwarden.sources.capture import iter_observations
 from tests.conftest import need_shared
-from tests.detect import observe
+from tests.detect import feed_one, observe
 
 SRC = "192.0.2.10"
 DST = "198.51.100.5"
 ALL = (IdentityMismatch, ImpossibleNumber, CallerEqualsCallee, NationalCliFromAbroad)
+_CALL_IDS = itertools.count()
 
 
 def invite(
@@ -36,8 +40,10 @@ def invite(
     pai: str | None = None,
     to_tag: str = "",
     method: str = "INVITE",
-    call_id: str = "c1",
+    call_id: str | None = None,
 ) -> bytes:
+    """An initial request; each gets its own Call-ID unless ``call_id`` repeats one."""
+    call_id = call_id if call_id is not None else f"c{next(_CALL_IDS)}"
     pai_line = f"P-Asserted-Identity: <sip:{pai}@carrier.example;user=phone>\r\n" if pai else ""
     tag = f";tag={to_tag}" if to_tag else ""
     return (
@@ -272,7 +278,7 @@ def test_national_cli_from_abroad_allow_listed_source_is_silent() -> None:
 # -- all of them ---------------------------------------------------------------------------------
 
 
-def test_state_stays_empty_under_hostile_sources_and_numbers() -> None:
+def test_state_stays_bounded_under_hostile_sources_and_numbers() -> None:
     trusted = ("203.0.113.0/24",)
     detectors = [
         IdentityMismatch(IdentityMismatchConfig(trusted_networks=trusted)),
@@ -283,10 +289,37 @@ def test_state_stays_empty_under_hostile_sources_and_numbers() -> None:
         ),
     ]
     for i in range(500):
-        obs = observe(invite(caller=f"+99{i}", callee=f"+99{i}", pai=f"+44{i}"), src=ip(i))
+        obs = observe(invite(caller=f"+99{i}", callee=f"+99{i}", pai=f"+44{i}"), src=ip(i), ts=i)
         for detector in detectors:
-            detector.observe(obs)
-    assert all(d.state_size() == 0 and d.evictions() == 0 for d in detectors)
+            feed_one(detector, obs)  # as the engine does: due windows first
+            assert detector.state_size() <= 33  # Call-IDs of the last 32 s only
+    for detector in detectors:
+        detector.advance(600.0)
+        assert detector.state_size() == 0 and detector.next_deadline() is None
+    # Call-IDs alike in their first 128 chars are still distinct calls (kept as a digest).
+    bounded = ImpossibleNumber(ImpossibleNumberConfig(max_recent_calls=10))
+    for i in range(100):
+        bounded.observe(observe(invite(caller="+4412", call_id="x" * 500 + str(i)), ts=i / 100))
+        assert bounded.state_size() <= 10
+    assert bounded.evictions() == 90
+
+
+def test_a_retransmission_is_judged_once() -> None:
+    # Regression: every retransmission of one spoofed INVITE counted as one more hit.
+    detector = ImpossibleNumber()
+    data = invite(caller="+4412", call_id="retx")
+    assert len(detector.observe(observe(data, ts=0.0))) == 1
+    assert detector.observe(observe(data, ts=0.5)) == []  # Timer A retransmission
+    assert detector.observe(observe(data, ts=31.9)) == []
+    # The INVITE re-sent with credentials after a 407 is the same call (new CSeq, same Call-ID).
+    assert detector.observe(observe(data.replace(b"CSeq: 1", b"CSeq: 2"), ts=2.0)) == []
+    # A MESSAGE sharing the Call-ID is another request; after Timer B the Call-ID is forgotten.
+    assert (
+        len(detector.observe(observe(invite(caller="+4412", call_id="retx", method="MESSAGE"))))
+        == 1
+    )
+    detector.advance(40.0)
+    assert len(detector.observe(observe(data, ts=40.0))) == 1
 
 
 def test_engine_aggregates_one_finding_per_source_episode() -> None:

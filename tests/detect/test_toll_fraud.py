@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import calendar
 import collections
+from pathlib import Path
 
 import pydantic
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sipwarden.detect import DETECTORS, Engine
+from sipwarden.config import ConfigFileError, load_settings
+from sipwarden.detect import DETECTORS, Detector, Engine
 from sipwarden.detect.detectors.toll_fraud import (
     CallConcurrency,
     CallConcurrencyConfig,
@@ -25,14 +27,12 @@ from sipwarden.detect.detectors.toll_fraud import (
     OffHoursBurstConfig,
     PrefixWalking,
     PrefixWalkingConfig,
-    RangeFileError,
     SequentialDialing,
     SequentialDialingConfig,
     classify_destination,
     normalize_dialled,
-    parse_ranges,
 )
-from sipwarden.detect.finding import Finding
+from sipwarden.detect.finding import Finding, RecommendedAction
 from sipwarden.detect.taxonomy import Severity
 from sipwarden.detect.tracker import Call, CallEvent, CallPhase
 from sipwarden.net import Endpoint
@@ -107,7 +107,7 @@ def test_defaults_match_their_anchors() -> None:
     assert (off.business_hours, off.business_days, off.utc_offset_minutes) == (
         "08:00-19:00",
         "Mon-Fri",
-        0,
+        None,
     )
     risk = DestinationRiskConfig()
     assert risk.international_network_codes == ("870", "881", "882", "883")
@@ -122,7 +122,7 @@ def test_defaults_match_their_anchors() -> None:
     with pytest.raises(pydantic.ValidationError, match="PhoneNumberType"):
         DestinationRiskConfig(premium_number_types=("PREMIUM",))
     with pytest.raises(pydantic.ValidationError, match=r"E\.164 prefix"):
-        DestinationRiskConfig(high_risk_prefixes={"4490": "x"})
+        DestinationRiskConfig(high_risk_prefixes={"44-90": "x"})
     with pytest.raises(pydantic.ValidationError, match="digits"):
         DialPlanConfig(international_prefixes=("0x",))
 
@@ -190,46 +190,61 @@ def test_normalize_dialled_never_raises(text: str) -> None:
     assert (e164 is None) == (used == "")
 
 
-# -- parse_ranges --------------------------------------------------------------------------------
+# -- high-risk ranges through the config file ---------------------------------------------------
 
 
-def test_parse_ranges_reads_prefixes_labels_and_comments() -> None:
+def _risk_config(tmp_path: Path, ranges: str) -> DestinationRiskConfig:
+    (tmp_path / "irsf-ranges.txt").write_text(ranges, encoding="utf-8")
+    (tmp_path / "sipwarden.toml").write_text(
+        '[detectors."toll_fraud.destination_risk"]\nhigh_risk_prefixes_file = "irsf-ranges.txt"\n',
+        encoding="utf-8",
+    )
+    config = load_settings(tmp_path / "sipwarden.toml").detectors["toll_fraud.destination_risk"]
+    assert isinstance(config, DestinationRiskConfig)
+    return config
+
+
+def test_range_file_reads_prefixes_with_or_without_plus(tmp_path: Path) -> None:
+    # Regression: "37167" (no '+'), the documented file format, was rejected by the loader.
     text = (
         "# operator IRSF list\n"
         "\n"
         "+88234   satellite range from advisory 12  # trailing comment\n"
         "37167\tLV premium\n"
         "+88234 duplicate keeps the first label\n"
-        "+2521\n"
+        "2521\n"
     )
-    assert parse_ranges(text) == (
-        ("+88234", "satellite range from advisory 12"),
-        ("+37167", "LV premium"),
-        ("+2521", ""),
-    )
-    assert parse_ranges("") == ()
+    config = _risk_config(tmp_path, text)
+    assert config.high_risk_prefixes == {
+        "+88234": "satellite range from advisory 12",
+        "+37167": "LV premium",
+        "+2521": "",
+    }
+    risk = classify_destination("+37167123456", config)
+    assert risk is not None and risk.severity is Severity.HIGH
+    assert risk.reasons[0] == "operator range +37167 (LV premium)"
+
+
+def test_inline_ranges_are_normalised_and_first_spelling_wins() -> None:
+    config = DestinationRiskConfig(high_risk_prefixes={"48185": "a", "+48185": "b"})
+    assert config.high_risk_prefixes == {"+48185": "a"}
 
 
 @pytest.mark.parametrize(
-    ("text", "line"),
+    ("text", "line", "message"),
     [
-        ("+4490\n+44-90 bad\n", 2),
-        ("# c\n\nabc\n", 3),
-        ("+1234567890123456\n", 1),
-        ("+4490 " + "x" * 65 + "\n", 1),
+        ("+4490\n+44-90 bad\n", 2, "E.164 prefix"),
+        ("# c\n\nabc\n", 3, "E.164 prefix"),
+        ("+1234567890123456\n", 1, "E.164 prefix"),
+        ("+4490 " + "x" * 65 + "\n", 1, "longer than 64"),
     ],
 )
-def test_parse_ranges_error_names_the_line(text: str, line: int) -> None:
-    with pytest.raises(RangeFileError, match=f"^line {line}: ") as info:
-        parse_ranges(text)
-    assert info.value.line == line
-
-
-def test_parsed_ranges_feed_the_config() -> None:
-    config = DestinationRiskConfig(high_risk_prefixes=dict(parse_ranges("+48185 test range\n")))
-    risk = classify_destination("+48185422016", config)
-    assert risk is not None and risk.severity is Severity.HIGH
-    assert risk.reasons == ("operator range +48185 (test range)",)
+def test_range_file_error_names_the_file_line(
+    tmp_path: Path, text: str, line: int, message: str
+) -> None:
+    with pytest.raises(ConfigFileError, match=message) as info:
+        _risk_config(tmp_path, text)
+    assert f"irsf-ranges.txt:{line}" in str(info.value)
 
 
 # -- classify_destination ------------------------------------------------------------------------
@@ -279,7 +294,7 @@ def test_destination_risk_fires_on_risky_call_only() -> None:
     assert hit.indicators["e164"] == "+449012345678"
     assert hit.indicators["dial_prefix"] == "9011"
     assert hit.indicators["number_type"] == "PREMIUM_RATE"
-    assert hit.key == "1001>+449012345678"
+    assert hit.key == "192.0.2.10>+449012345678"
     # One hit per caller and number per minute; other phases are ignored.
     assert detector.on_call(event("9011449012345678", MONDAY_NOON + 1)) == []
     assert detector.on_call(event("9011449012345678", MONDAY_NOON + 61)) != []
@@ -304,9 +319,9 @@ def test_destination_risk_state_bounded() -> None:
     detector = DestinationRisk(DestinationRiskConfig(max_callers=10))
     for i in range(100):
         assert detector.on_call(event("011449012345678", MONDAY_NOON + i, account=f"a{i}"))
-        assert detector.state_size() <= 10
+        assert detector.state_size() <= 11  # 10 throttled callers + 1 source's account list
     assert detector.evictions() == 90
-    detector.advance(MONDAY_NOON + 1000)
+    detector.advance(MONDAY_NOON + 5000)  # past the 1 h memory of the source's accounts
     assert detector.state_size() == 0 and detector.next_deadline() is None
 
 
@@ -385,7 +400,7 @@ def test_call_velocity_per_minute_fires_at_threshold_not_below() -> None:
     for i in range(19):
         assert detector.on_call(event(f"10{i}", MONDAY_NOON + i * 3)) == []
     (hit,) = detector.on_call(event("1099", MONDAY_NOON + 57))
-    assert hit.detector == "toll_fraud.call_velocity" and hit.key == "1001|minute"
+    assert hit.detector == "toll_fraud.call_velocity" and hit.key == "192.0.2.10"
     assert hit.indicators["calls_in_minute"] == "20"
     assert hit.severity is Severity.MEDIUM
 
@@ -407,7 +422,7 @@ def test_call_velocity_per_day_fires_at_threshold_and_resets_at_day_change() -> 
     # The 5th call is the next day: a new count.
     assert detector.on_call(event("105", day_start + 86_400 + 1)) == []
     (hit,) = detector.on_call(event("104", day_start + 5 * 3600))
-    assert hit.key == "1001|day" and hit.indicators["calls_in_day"] == "5"
+    assert hit.key == "192.0.2.10" and hit.indicators["calls_in_day"] == "5"
     # With an offset of +13 h the 24:00 UTC boundary moves to 11:00 UTC.
     detector = CallVelocity(CallVelocityConfig(calls_per_day=2, utc_offset_minutes=13 * 60))
     assert detector.on_call(event("1", MONDAY_NOON - 7200)) == []  # 10:00 UTC, day d
@@ -432,7 +447,7 @@ def test_call_velocity_falls_back_to_source_ip() -> None:
     detector = CallVelocity(CallVelocityConfig(calls_per_minute=2))
     assert detector.on_call(event("1", account=None)) == []
     (hit,) = detector.on_call(event("2", account=None))
-    assert hit.key == "192.0.2.10|minute"
+    assert hit.key == "192.0.2.10" and hit.indicators["account"] == "192.0.2.10"
 
 
 # -- CallConcurrency -----------------------------------------------------------------------------
@@ -461,7 +476,7 @@ def test_call_concurrency_allow_listed_and_bounded() -> None:
         hits = detector.on_call(
             event(ts=MONDAY_NOON + i, phase=CallPhase.ANSWERED, concurrent=10, account=f"a{i}")
         )
-        assert len(hits) == 1 and detector.state_size() <= 10
+        assert len(hits) == 1 and detector.state_size() <= 11  # + the source's account list
     assert detector.evictions() == 90
 
 
@@ -475,7 +490,7 @@ def test_sequential_same_number_fires_at_threshold_not_below() -> None:
         callee = "01148185422016" if i % 2 else "901148185422016"
         assert detector.on_call(event(callee, MONDAY_NOON + i)) == []
     (hit,) = detector.on_call(event("0048185422016", MONDAY_NOON + 9))
-    assert hit.key == "1001|same number" and hit.indicators["consecutive_calls"] == "10"
+    assert hit.key == "192.0.2.10" and hit.indicators["consecutive_calls"] == "10"
 
 
 def test_sequential_run_breaks_on_other_number_and_idle_time() -> None:
@@ -562,6 +577,74 @@ def test_off_hours_burst_allow_listed_and_bounded() -> None:
     assert detector.state_size() == 0 and detector.next_deadline() is None
 
 
+def test_off_hours_burst_is_low_until_the_offset_is_configured() -> None:
+    # Regression: with nothing configured, every capture from outside UTC's office day was
+    # "off hours" and got a medium finding.
+    detector = OffHoursBurst()
+    hits = [h for i in range(10) for h in detector.on_call(event(f"10{i}", MONDAY_2AM + i))]
+    assert [(h.severity, h.recommended_action) for h in hits] == [
+        (Severity.LOW, RecommendedAction("MONITOR"))
+    ]
+    assert "offset not configured" in hits[0].summary
+    detector = OffHoursBurst(OffHoursBurstConfig(utc_offset_minutes=0))
+    hits = [h for i in range(10) for h in detector.on_call(event(f"10{i}", MONDAY_2AM + i))]
+    assert [h.severity for h in hits] == [Severity.MEDIUM]
+    assert "UTC+0 min" in hits[0].summary
+
+
+# -- one finding per source ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("detector", "phase"),
+    [
+        (SequentialDialing(), CallPhase.STARTED),
+        (OffHoursBurst(), CallPhase.STARTED),
+        (CallVelocity(CallVelocityConfig(calls_per_minute=10)), CallPhase.STARTED),
+        (CallConcurrency(), CallPhase.ANSWERED),
+        (DestinationRisk(), CallPhase.STARTED),
+    ],
+)
+def test_rotating_accounts_of_one_source_share_one_key(
+    detector: Detector, phase: CallPhase
+) -> None:
+    # Regression: initconf--SIP-212.32.250.134 cycles the From user (101, 202, ... 4004) from
+    # one address; keyed per account that was 14 findings per detector for one attacker.
+    hits: list[Finding] = []
+    for a in range(12):
+        for i in range(10):
+            ts = MONDAY_2AM + a * 120 + i
+            hits += detector.on_call(
+                event("9011449012345678", ts, account=f"{a}0{a}", phase=phase, concurrent=10)
+            )
+    assert len(hits) >= 12
+    assert {h.key for h in hits} == {"192.0.2.10>+449012345678"} or {h.key for h in hits} == {
+        "192.0.2.10"
+    }
+    last = hits[-1].indicators
+    assert last["account"] == "11011"
+    # The first ten accounts are named, the rest shown as "..."; the summary says so too.
+    assert last["accounts"] == ", ".join(f"{a}0{a}" for a in range(10)) + ", ..."
+    assert "flagged accounts from 192.0.2.10: " in hits[-1].summary
+    assert "accounts" not in hits[0].summary
+
+
+def test_account_list_is_bounded_under_hostile_sources() -> None:
+    detector = SequentialDialing(SequentialDialingConfig(same_number_calls=2, max_accounts=10))
+    for i in range(100):
+        for n in range(2):
+            ts = MONDAY_NOON + i + n / 10
+            detector.on_call(event("5551234", ts, src=ip(i), account=f"{i}" + "x" * 128))
+        assert detector.state_size() <= 30  # runs, throttle, account lists: 10 each
+    assert detector.evictions() >= 2 * 90  # throttle entries over 60 s old expire instead
+    hits = [
+        h
+        for n in range(2)
+        for h in detector.on_call(event("5551234", MONDAY_NOON + 200 + n, account="y" * 128))
+    ]
+    assert len(hits) == 1 and len(hits[0].indicators["account"]) == 64
+
+
 # -- corpus --------------------------------------------------------------------------------------
 
 
@@ -572,14 +655,23 @@ def _run(path: str) -> list[Finding]:
     return engine.finish()
 
 
-def test_corpus_prefix_walking_212_32_250_134() -> None:
+def test_corpus_212_32_250_134_one_finding_per_detector() -> None:
     findings = _run("corpus/pcap/attack/initconf--SIP-212.32.250.134.pcap")
-    walks = [f for f in findings if f.detector == "toll_fraud.prefix_walking"]
-    assert len(walks) == 1
-    (walk,) = walks
+    by_detector = collections.Counter(f.detector for f in findings)
+    assert by_detector == {
+        "toll_fraud.prefix_walking": 1,
+        "toll_fraud.sequential_dialing": 1,
+        "toll_fraud.off_hours_burst": 1,
+    }
+    (walk,) = [f for f in findings if f.detector == "toll_fraud.prefix_walking"]
     assert walk.severity is Severity.HIGH
     assert walk.key == "206.55.185.163>+48185422016"
     assert walk.recommended_action is not None
+    (sequential,) = [f for f in findings if f.detector == "toll_fraud.sequential_dialing"]
+    assert sequential.severity is Severity.MEDIUM and sequential.key == "206.55.185.163"
+    assert sequential.indicators["accounts"].startswith("101, 202, 303")
+    (night,) = [f for f in findings if f.detector == "toll_fraud.off_hours_burst"]
+    assert night.severity is Severity.LOW  # no utc_offset_minutes configured
 
 
 def test_corpus_prefix_walking_3700_unauthorized() -> None:

@@ -394,3 +394,43 @@ def test_a_broken_uri_in_a_header_leaves_that_field_empty() -> None:
     broken = request("OPTIONS").replace(b"From: <sip:alice@", b"From: <sip:@")
     (tx,) = transactions(run(tracker, up(broken, 0.0), down(response(200, "OPTIONS"), 0.1)))
     assert tx.from_user is None and tx.to_user == "1001"
+
+
+def test_invite_that_rings_longer_than_timer_b_is_still_answered() -> None:
+    """A 1xx moves an INVITE transaction to Proceeding, where Timer B no longer runs (RFC 3261
+    §17.1.1.2): a 200 after 60 s of ringing answers it; it is not reported unanswered."""
+    tracker = Tracker()
+    events = run(tracker, up(request("INVITE"), 0.0), down(response(100), 0.1))
+    events += tracker.advance(40.0)
+    events += run(tracker, down(response(200), 60.0, 3))
+    assert [t.status for t in transactions(events)] == [200]
+    assert [e.phase for e in calls(events)] == [CallPhase.STARTED, CallPhase.ANSWERED]
+
+
+def test_invite_without_any_response_is_unanswered_after_timer_b() -> None:
+    tracker = Tracker()
+    run(tracker, up(request("INVITE"), 0.0))
+    (tx,) = transactions(tracker.advance(32.0))
+    assert tx.status is None
+
+
+def test_proceeding_invite_never_answered_is_reported_after_the_ring_timeout() -> None:
+    tracker = Tracker(TrackerConfig(ring_timeout_s=90))
+    run(tracker, up(request("INVITE"), 0.0), down(response(180), 1.0))
+    assert transactions(tracker.advance(60.0)) == []
+    assert [t.status for t in transactions(tracker.advance(91.0))] == [None]
+
+
+def test_in_dialog_requests_are_marked() -> None:
+    tracker = Tracker()
+    events = run(
+        tracker,
+        up(request("OPTIONS"), 0.0),
+        down(response(200, "OPTIONS"), 0.1),
+        up(request("INFO", branch="z9hG4bK-9", to_tag="b2"), 1.0),
+        down(response(200, "INFO", branch="z9hG4bK-9"), 1.1),
+    )
+    assert [(t.method, t.in_dialog) for t in transactions(events)] == [
+        ("OPTIONS", False),
+        ("INFO", True),
+    ]

@@ -77,6 +77,14 @@ def test_fires_at_threshold_not_below() -> None:
     assert detector.on_call(ended("4931000001", 1071.0)) != []
 
 
+def test_calling_number_spellings_are_one_caller() -> None:
+    detector = RingAndCancel(RingAndCancelConfig(distinct_callees=2))
+    assert detector.on_call(ended("1", caller="+882-341-23456")) == []
+    (hit,) = detector.on_call(ended("2", caller="+882 (34) 123456"))
+    assert hit.key == CALLER and hit.indicators["calling_number"] == CALLER
+    assert "at least 2 subscribers" in hit.summary
+
+
 def test_same_callee_counts_once() -> None:
     detector = RingAndCancel()
     for i in range(50):
@@ -91,6 +99,10 @@ def test_same_callee_counts_once() -> None:
         {"end": CallEnd.FAILED},  # busy / rejected by the callee's side
         {"end": CallEnd.TIMEOUT},
         {"caller": None},
+        # Regression: withheld callers are many people, not one campaign; nothing to call back.
+        {"caller": "anonymous"},
+        {"caller": "unknown"},
+        {"caller": "alice"},
     ],
 )
 def test_other_calls_do_not_count(kwargs: dict[str, object]) -> None:

@@ -10,8 +10,9 @@ engine runs one :class:`Tracker` before its detectors and hands them what it der
 * :class:`Transaction` - a request and a response that answered it, matched as RFC 3261
   §17.1.3 says (top Via branch + CSeq method; for a pre-3261 branch, Call-ID + CSeq). It is
   emitted for the first 18x and for the final response (retransmissions are not re-emitted),
-  and with ``status=None`` when no final response came within Timer F (64×T1 = 32 s): a probe
-  nobody answered.
+  and with ``status=None`` when no final response came in time: within Timer B/F (64×T1 =
+  32 s), or, for an INVITE that got a provisional response (which stops Timer B, §17.1.1.2),
+  within ``ring_timeout_s``. An unanswered probe is reported as such.
 * :class:`CallEvent` - a phase of a call (an INVITE dialog): ``STARTED`` (the initial INVITE),
   ``RINGING`` (first 180/183), ``ANSWERED`` (first 2xx), ``ENDED`` (BYE, CANCEL, a final failure,
   or a timeout). Each carries an immutable :class:`Call` snapshot and the concurrency of the
@@ -36,7 +37,7 @@ import dataclasses
 from collections import Counter
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -122,6 +123,9 @@ class Transaction(NamedTuple):
     response_frame: int
     #: The To tag of the response (None for unanswered or tag-less responses).
     to_tag: str | None
+    #: The request carried a To tag: it belongs to an established dialog (a re-INVITE, a BYE),
+    #: not a new call or a probe.
+    in_dialog: bool = False
 
     @property
     def final(self) -> bool:
@@ -250,6 +254,11 @@ class Tracker:
         self._tx: TtlMap[tuple[str, str, str], _Pending] = TtlMap(
             c.max_transactions, c.transaction_timeout_s
         )
+        # INVITE transactions in the Proceeding state (a 1xx arrived): Timer B no longer runs,
+        # the phone may ring for minutes (one TTL per map keeps deadline order = LRU order).
+        self._proceeding: TtlMap[tuple[str, str, str], _Pending] = TtlMap(
+            c.max_transactions, c.ring_timeout_s
+        )
         # Ringing calls live ring_timeout_s; answered ones are re-set with a longer deadline by
         # moving them to the answered map (one TTL per map keeps deadline order = LRU order).
         self._ringing: TtlMap[str, _Live] = TtlMap(c.max_calls, c.ring_timeout_s)
@@ -268,10 +277,13 @@ class Tracker:
         return self._by_source.get(source_ip or "", 0)
 
     def state_size(self) -> int:
-        return sum(len(t) for t in (self._tx, self._ringing, self._answered, self._auth))
+        return sum(len(t) for t in self._tables())
 
     def evictions(self) -> int:
-        return sum(t.evictions for t in (self._tx, self._ringing, self._answered, self._auth))
+        return sum(t.evictions for t in self._tables())
+
+    def _tables(self) -> tuple[TtlMap[Any, Any], ...]:
+        return (self._tx, self._proceeding, self._ringing, self._answered, self._auth)
 
     # -- input ---------------------------------------------------------------------------------
     def observe(self, obs: Observation) -> list[TrackerEvent]:
@@ -291,7 +303,7 @@ class Tracker:
     def advance(self, now: float) -> list[TrackerEvent]:
         """Time passes: unanswered transactions and timed-out calls are reported."""
         events: list[TrackerEvent] = []
-        for _, pending in self._tx.expire(now):
+        for _, pending in [*self._tx.expire(now), *self._proceeding.expire(now)]:
             if not pending.reported_final:
                 tx = pending.tx
                 events.append(
@@ -307,6 +319,7 @@ class Tracker:
             d
             for d in (
                 self._tx.next_expiry(),
+                self._proceeding.next_expiry(),
                 self._ringing.next_expiry(),
                 self._answered.next_expiry(),
             )
@@ -321,10 +334,11 @@ class Tracker:
         key = self._tx_key(obs.src.ip, request, method, call_id)
         if key is None:
             return
-        if method != "ACK" and self._tx.get(key, obs.ts) is None:  # not a retransmission
+        if method != "ACK" and self._pending(key, obs.ts) is None:  # not a retransmission
             credentials = request.authorization
             uri = request.request_uri
             user_agent = request.headers.get("user-agent") or ""
+            to = request.to
             tx = Transaction(
                 method,
                 obs.src,
@@ -333,7 +347,7 @@ class Tracker:
                 _cut(uri.user),
                 _cut(uri.host),
                 _user(request.from_),
-                _user(request.to),
+                _user(to),
                 _cut(credentials[0].username) if credentials else None,
                 user_agent[:200],
                 obs.ts,
@@ -342,6 +356,7 @@ class Tracker:
                 obs.ts,
                 0,
                 None,
+                to is not None and bool(to.tag),
             )
             self._tx.set(key, _Pending(tx, False, False), obs.ts)
             if method == "INVITE":
@@ -369,8 +384,7 @@ class Tracker:
                     existing.call, account=tx.credentials_user, authenticated=True
                 )
             return
-        to = request.to
-        if to is not None and to.tag:
+        if tx.in_dialog:
             return  # a re-INVITE within a dialog
         if self._answered.get(call_id, obs.ts) is not None:
             return
@@ -403,19 +417,41 @@ class Tracker:
         key = self._tx_key(obs.dst.ip, response, method, call_id)
         if key is None:
             return
-        pending = self._tx.get(key, obs.ts)
-        if pending is not None and status > 100:
+        found = self._pending(key, obs.ts)
+        if found is not None:
+            table, pending = found
             final = status >= 200
+            if method == "INVITE" and not final and table is self._tx:
+                # Proceeding: from now on the INVITE may wait for its answer as long as a
+                # phone rings.
+                self._tx.pop(key, obs.ts)
+                table = self._proceeding
+                table.set(key, pending, obs.ts)
             if final and not pending.reported_final:
-                self._tx.set(key, pending._replace(reported_final=True), obs.ts)
+                table.set(key, pending._replace(reported_final=True), obs.ts)
                 events.append(self._answer(pending.tx, obs, response))
-            elif not final and not pending.reported_provisional and not pending.reported_final:
-                self._tx.set(key, pending._replace(reported_provisional=True), obs.ts)
+            elif (
+                status > 100
+                and not final
+                and not pending.reported_provisional
+                and not pending.reported_final
+            ):
+                table.set(key, pending._replace(reported_provisional=True), obs.ts)
                 events.append(self._answer(pending.tx, obs, response))
             if final:
                 self._authenticate(pending.tx, status, obs.ts)
         if method == "INVITE":
             self._invite_response(obs, call_id, status, events)
+
+    def _pending(
+        self, key: tuple[str, str, str], now: float
+    ) -> tuple[TtlMap[tuple[str, str, str], _Pending], _Pending] | None:
+        """The transaction ``key`` and the table holding it, if it is still pending."""
+        for table in (self._tx, self._proceeding):
+            pending = table.get(key, now)
+            if pending is not None:
+                return table, pending
+        return None
 
     @staticmethod
     def _answer(tx: Transaction, obs: Observation, response: Response) -> Transaction:

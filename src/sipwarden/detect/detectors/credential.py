@@ -568,7 +568,10 @@ class DistributedBruteForce(_CredentialDetector):
 #: so the oldest is dropped for a new one rather than the new one ignored).
 _MAX_PER_NONCE = 8
 #: Per input set or pair, the most recent distinct values remembered (so a retransmission of a
-#: recent guess is not counted again); the distinct count itself is exact.
+#: recent guess is not counted again). A value is counted when it is not among these, so the
+#: count is exact unless an older value comes back after this many others (a guesser or a
+#: replayer repeating itself - it then over-counts the attack, never a legal client, which has
+#: one response per input set).
 _MAX_RECENT = 4
 
 
@@ -578,7 +581,8 @@ class NonceReuseConfig(DetectorConfig):
         ge=2,
         description=(
             "Distinct digest responses for identical inputs (username, realm, uri, method, "
-            "nc, cnonce, qop) under one nonce that make password guessing. The response is a "
+            "nc, cnonce, qop, algorithm, and the body under qop=auth-int) under one nonce "
+            "that make password guessing. The response is a "
             "function of the password once the inputs are fixed, so two values mean two "
             "passwords; 3 as the Kamailio htable doc example (3 failed auths → 403 for "
             "900 s) and to let a user correct one typo."
@@ -644,7 +648,7 @@ class NonceReuseConfig(DetectorConfig):
 
 class _RecentDistinct:
     """Values seen for one key (responses for one digest input set, sources for one user and
-    server): how many distinct, and the hashes of the most recent ones (at most
+    server): how many new ones came, and the hashes of the most recent ones (at most
     ``_MAX_RECENT``, so a retransmission of a recent one is not counted again)."""
 
     __slots__ = ("distinct", "recent")
@@ -672,7 +676,7 @@ class _NonceState:
 
     def __init__(self, now: float) -> None:
         self.first_seen = now
-        # hash of (username, realm, uri, method, nc, cnonce, qop) -> responses seen
+        # hash of the digest inputs but the password (_digest_inputs) -> responses seen
         self.responses: dict[int, _RecentDistinct] = {}
         # hash of (username, server IP) -> source IPs
         self.sources: dict[int, _RecentDistinct] = {}
@@ -692,6 +696,31 @@ class _NonceState:
 _STALE_TIMER_F_S = 32.0
 
 
+def _digest_inputs(request: Request, cred: Credentials, username: str) -> int:
+    """A hash of every input of the digest ``response`` but the password (RFC 7616 §3.4.1,
+    RFC 2617 §3.2.2): with these fixed, a different response means a different password.
+
+    Kept as a hash: equality is all we need, and an int is far smaller than up to eight
+    attacker-chosen strings (a 64-bit collision only ever hides one guess). With qop=auth-int
+    the body is an input too (H(entity-body) in A2): a client that keeps nc and cnonce and
+    sends another SDP computes another response with the same password.
+    """
+    body = request.body if (cred.qop or "").lower() == "auth-int" else b""
+    return hash(
+        (
+            username,
+            cred.realm,
+            cred.uri,
+            request.method,
+            cred.nc,
+            cred.cnonce,
+            cred.qop,
+            (cred.algorithm or "").upper(),
+            body,
+        )
+    )
+
+
 @register
 class NonceReuse(Detector):
     """Nonce reuse: one digest nonce answered with several passwords, replayed from another
@@ -699,11 +728,12 @@ class NonceReuse(Detector):
 
     Signal: per server nonce (from challenges and from Authorization/Proxy-Authorization of any
     request), (a) *guessing*: ``guesses_per_nonce`` distinct ``response`` values for the same
-    (username, realm, uri, method, nc, cnonce, qop) - with every other input fixed the response
-    only changes with the password; (b) *replay*: one (nonce, username) presented to one server
-    from ``sources_per_nonce`` source IPs (a proxy forwarding credentials to its next hop
-    sends them to another server, so it does not count); (c) *stale*: a request whose nonce
-    was first seen more than ``nonce_expire_s`` before was answered 2xx. Legal reuse - the same
+    (username, realm, uri, method, nc, cnonce, qop, algorithm; the body under qop=auth-int) -
+    with every other input fixed the response only changes with the password; (b) *replay*:
+    one (nonce, username) presented to one server from ``sources_per_nonce`` source IPs (a
+    proxy forwarding credentials to its next hop sends them to another server, so it does not
+    count); (c) *stale*: a request whose nonce was first seen more than ``nonce_expire_s``
+    before was answered 2xx. Legal reuse - the same
     client sending the nonce again with a higher nc (RFC 7616 §3.3 / RFC 2617 §3.2.2), a
     retransmission (same response), a new request with another method or uri - never counts
     towards (a) or (b).
@@ -715,9 +745,10 @@ class NonceReuse(Detector):
     Defaults' anchor: 3 guesses as the Kamailio htable 3-failures example; nonce_expire 300 s
     as Kamailio auth; replay at 2 sources has no published anchor (see the field).
     Known false positives: a phone moving between networks mid-nonce (replay; Wi-Fi to LTE
-    within seconds); a server that issues one fixed nonce to everyone (replay, if two clients
-    share a username too); a capture that sees a nonce late (stale is measured from first
-    sight, so that only under-reports).
+    within seconds); a pair of proxies failing over mid-transaction, both forwarding one
+    client's credentials to the same registrar (replay); a server that issues one fixed nonce
+    to everyone (replay, if two clients share a username too); a capture that sees a nonce
+    late (stale is measured from first sight, so that only under-reports).
     """
 
     id: ClassVar[str] = "credential.nonce_reuse"
@@ -759,10 +790,12 @@ class NonceReuse(Detector):
             return []
         hits: list[Finding] = []
         for cred in credentials[:2]:  # Authorization + Proxy-Authorization at most
-            hits.extend(self._use(obs, message.method, call_id, cred))
+            hits.extend(self._use(obs, message, call_id, cred))
         return hits
 
-    def _use(self, obs: Observation, method: str, call_id: str, cred: Credentials) -> list[Finding]:
+    def _use(
+        self, obs: Observation, request: Request, call_id: str, cred: Credentials
+    ) -> list[Finding]:
         cfg = self._cfg
         now = obs.ts
         nonce = (cred.nonce or "")[:_MAX_TEXT_CHARS]
@@ -774,50 +807,80 @@ class NonceReuse(Detector):
         if age > cfg.nonce_expire_s:
             self._stale.set((source, call_id, now, obs.frame), (nonce, age), now)
         # (a) guessing: distinct responses for identical inputs.
-        # Kept as hashes: equality is all we need, and an int is far smaller than up to seven
-        # attacker-chosen strings (a 64-bit collision only ever hides one guess).
-        inputs = hash((username, cred.realm, cred.uri, method, cred.nc, cred.cnonce, cred.qop))
-        responses = state.slot(state.responses, inputs)
+        responses = state.slot(state.responses, _digest_inputs(request, cred, username))
         if responses.add(hash(cred.response or "")):
             if responses.distinct >= cfg.guesses_per_nonce:
-                hits.append(self._guessing(obs, username, nonce, responses.distinct))
+                hits.append(self._guessing(obs, call_id, username, nonce, responses.distinct))
         # (b) replay: one (nonce, username) sent to one server from several sources. Keyed by
         # the server too, as a proxy forwarding the credentials to the next hop is a new
         # source with the same nonce (both legs in one capture), but towards another server.
         sources = state.slot(state.sources, hash((username, obs.dst.ip)))
         if sources.add(hash(source)):
             if sources.distinct >= cfg.sources_per_nonce:
-                hits.append(self._replay(obs, username, nonce, sources.distinct))
+                hits.append(self._replay(obs, call_id, username, nonce, sources.distinct))
         return hits
 
-    def _guessing(self, obs: Observation, username: str, nonce: str, guesses: int) -> Finding:
-        return self.hit(
+    def _guessing(
+        self, obs: Observation, call_id: str, username: str, nonce: str, guesses: int
+    ) -> Finding:
+        # The hit that crosses the threshold carries every guess so far, later ones one each:
+        # the episode's count is the number of guesses.
+        count = guesses if guesses == self._cfg.guesses_per_nonce else 1
+        return self._hit(
             obs,
-            Severity.HIGH,
+            call_id,
             80,
             f"password guessing on one nonce: {guesses} different digest responses for user "
             f"{username!r} with identical inputs from {obs.src.ip}",
             f"guessing|{obs.src.ip}",
-            target=Target(obs.dst.ip, obs.dst.port, username or None),
-            indicators={
-                "user": username,
-                "nonce": nonce,
-                "responses_for_same_inputs": str(guesses),
-            },
-            action=RecommendedAction("TEMP_BLOCK", self._cfg.block_ttl_s),
+            count,
+            username,
+            {"user": username, "nonce": nonce, "responses_for_same_inputs": str(guesses)},
         )
 
-    def _replay(self, obs: Observation, username: str, nonce: str, sources: int) -> Finding:
-        return self.hit(
+    def _replay(
+        self, obs: Observation, call_id: str, username: str, nonce: str, sources: int
+    ) -> Finding:
+        # Keyed by the replaying source: each new source is one replay (count 1).
+        return self._hit(
             obs,
-            Severity.HIGH,
+            call_id,
             70,
             f"nonce replay: credentials of user {username!r} on one nonce from {sources} "
             f"source IPs (latest {obs.src.ip})",
             f"replay|{obs.src.ip}",
+            1,
+            username,
+            {"user": username, "nonce": nonce, "sources_for_nonce": str(sources)},
+        )
+
+    def _hit(
+        self,
+        obs: Observation,
+        call_id: str,
+        confidence: int,
+        summary: str,
+        key: str,
+        count: int,
+        username: str,
+        indicators: dict[str, str],
+    ) -> Finding:
+        """A HIGH, TEMP_BLOCK hit on the request ``obs`` (guessing and replay)."""
+        return Finding(
+            self.id,
+            self.threat,
+            Severity.HIGH,
+            confidence,
+            summary,
+            key,
+            obs.ts,
+            obs.ts,
+            count=count,
+            source=obs.src,
             target=Target(obs.dst.ip, obs.dst.port, username or None),
-            indicators={"user": username, "nonce": nonce, "sources_for_nonce": str(sources)},
-            action=RecommendedAction("TEMP_BLOCK", self._cfg.block_ttl_s),
+            indicators=indicators,
+            evidence=Evidence().add(obs.frame or None, call_id or None),
+            recommended_action=RecommendedAction("TEMP_BLOCK", self._cfg.block_ttl_s),
         )
 
     def on_transaction(self, tx: Transaction) -> list[Finding]:

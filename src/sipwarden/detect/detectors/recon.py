@@ -60,6 +60,10 @@ _DEFAULT_SIGNATURES = (
 )
 
 
+#: Attacker strings kept in tables or indicators are cut to this length.
+_MAX_TEXT = 128
+
+
 class ScannerUserAgentConfig(DetectorConfig):
     signatures: tuple[str, ...] = Field(
         _DEFAULT_SIGNATURES,
@@ -69,6 +73,22 @@ class ScannerUserAgentConfig(DetectorConfig):
             "+ ET VOIP/SCAN signatures; 'Asterisk PBX' deliberately excluded (real Asterisk)."
         ),
     )
+
+
+def _scanner_signature(request: Request, signatures: tuple[str, ...]) -> str | None:
+    """The first of ``signatures`` (lower-case) found in the request's User-Agent or, failing
+    that, its From display name; None when neither names a scanner."""
+    user_agent = (request.headers.get("user-agent") or "").lower()
+    try:
+        sender = request.from_
+    except SipParseError:
+        sender = None
+    display = ((sender.display_name or "") if sender is not None else "").lower()
+    for text in (user_agent, display):
+        for signature in signatures:
+            if signature in text:
+                return signature
+    return None
 
 
 @register
@@ -95,22 +115,17 @@ class ScannerUserAgent(Detector):
         request = obs.request
         if request is None or self.allowed(obs.src.ip):
             return []
-        user_agent = request.headers.get("user-agent") or ""
-        try:
-            sender = request.from_
-        except SipParseError:
-            sender = None
-        display = (sender.display_name or "") if sender is not None else ""
-        matched = self._match(user_agent) or self._match(display)
+        matched = _scanner_signature(request, self._signatures)
         if matched is None:
             return []
+        user_agent = request.headers.get("user-agent") or ""
         try:
             user = request.request_uri.user
         except SipParseError:
             user = None
         indicators = {"signature": matched}
         if user_agent:
-            indicators["user_agent"] = user_agent[:200]
+            indicators["user_agent"] = user_agent[:_MAX_TEXT]
         return [
             self.hit(
                 obs,
@@ -123,13 +138,6 @@ class ScannerUserAgent(Detector):
                 action=RecommendedAction("TEMP_BLOCK", 3600),
             )
         ]
-
-    def _match(self, text: str) -> str | None:
-        lowered = text.lower()
-        for signature in self._signatures:
-            if signature in lowered:
-                return signature
-        return None
 
 
 # -- recon.scanner_fingerprint --------------------------------------------------------------------
@@ -159,8 +167,6 @@ _FROM_USER_WEAK_TOOLS = {"tester": "voiper"}
 _DISPLAY_TOOLS = {"ccxllrlflgig": "ccxllrlflgig-probe"}
 #: Methods that open a transaction outside a dialog (ACK/CANCEL/BYE & co follow one).
 _INITIAL_METHODS = frozenset({"INVITE", "REGISTER", "OPTIONS", "SUBSCRIBE", "MESSAGE", "NOTIFY"})
-#: Attacker strings kept in tables or indicators are cut to this length.
-_MAX_TEXT = 128
 
 
 class ScannerFingerprintConfig(DetectorConfig):
@@ -175,6 +181,17 @@ class ScannerFingerprintConfig(DetectorConfig):
             "VOIP/SCAN rules match one content string each; 3 independent weak habits keep "
             "a phone that happens to use numeric Call-IDs (one habit) or a numeric branch "
             "(another) below the line."
+        ),
+    )
+    silent_when_user_agent_names_tool: bool = Field(
+        True,
+        description=(
+            "Stay silent for a request whose User-Agent or From display name carries one of "
+            "recon.scanner_user_agent's default signatures: that detector already reports the "
+            "source with the tool's name, and two high findings per packet for one scanner "
+            "(52 for the 26 OPTIONS of the LBNL capture) double the operator's work for no "
+            "new fact. This detector is for tools that renamed themselves. Set false when "
+            "recon.scanner_user_agent is disabled. No published anchor (a reporting choice)."
         ),
     )
     count_via_mismatch: bool = Field(
@@ -250,6 +267,8 @@ class ScannerFingerprint(Detector):
     one tool. Why: attackers rename the User-Agent (EnableSecurity/sipvicious#84) but rarely
     rewrite how the tool builds messages (detection-anchors §4 item 6). Defaults' anchor: the
     tools' sources; ET VOIP/SCAN content signatures; no published threshold for combining.
+    Silent, by default, for a request whose User-Agent or From display name already names a
+    scanner (``silent_when_user_agent_names_tool``): recon.scanner_user_agent reports those.
     Known false positives: a home-made test script that copies SIPVicious' helpers; a phone
     with digits-only Call-IDs, a numeric dash branch and To = From (three weak habits).
     """
@@ -263,11 +282,14 @@ class ScannerFingerprint(Detector):
         assert isinstance(self.config, ScannerFingerprintConfig)
         self._weak_needed = self.config.weak_habits_needed
         self._via_mismatch = self.config.count_via_mismatch
+        self._defer_to_user_agent = self.config.silent_when_user_agent_names_tool
 
     def observe(self, obs: Observation) -> list[Finding]:
         request = obs.request
         if request is None or self.allowed(obs.src.ip):
             return []
+        if self._defer_to_user_agent and _scanner_signature(request, _DEFAULT_SIGNATURES):
+            return []  # recon.scanner_user_agent reports this one
         try:
             habits = self._habits(obs, request)
         except SipParseError:
@@ -444,9 +466,9 @@ class HostSweepConfig(DetectorConfig):
         300.0,
         gt=0,
         description=(
-            "Sliding window, seconds. Default 5 min as Zeek's generic scan policy "
-            "(Scan::addr_scan_interval = 5min); no SIP system publishes a sweep default "
-            "(detection-anchors §1a: host sweep is N/P everywhere)."
+            "Sliding window, seconds. No published SIP anchor (detection-anchors §1a: host "
+            "sweep is N/P everywhere), so borrowed from Zeek's generic TCP scan policy "
+            "(policy/misc/scan.zeek, Scan::addr_scan_interval = 5min; not in the anchors file)."
         ),
     )
     hosts_per_window: int = Field(
@@ -454,7 +476,8 @@ class HostSweepConfig(DetectorConfig):
         ge=2,
         description=(
             "Distinct destination IPs one source sends dialog-initial requests to within one "
-            "window. Default as Zeek's Scan::addr_scan_threshold = 25."
+            "window. No published SIP anchor; as Zeek's generic Scan::addr_scan_threshold = 25 "
+            "(policy/misc/scan.zeek, not in the anchors file)."
         ),
     )
     max_sources: int = Field(
@@ -530,7 +553,7 @@ class HostSweep(Detector):
                 count=self._open.count(obs.src.ip, hosts, obs.ts),
                 source=obs.src,
                 target=Target(obs.dst.ip, obs.dst.port),
-                indicators={"distinct_hosts": str(hosts), "method": request.method},
+                indicators={"distinct_hosts_at_least": str(hosts), "method": request.method},
                 evidence=Evidence().add(obs.frame or None, (call_id or "")[:_MAX_TEXT] or None),
                 recommended_action=RecommendedAction("TEMP_BLOCK", 3600),
             )
@@ -571,22 +594,24 @@ def _response_class(status: int | None) -> str:
     return f"{status // 100}xx"
 
 
+def _logged_in(tx: Transaction) -> bool:
+    """A REGISTER or INVITE with credentials that got a 2xx: a login that worked."""
+    ok = tx.status is not None and 200 <= tx.status < 300
+    return ok and tx.credentials_user is not None and tx.method in ("REGISTER", "INVITE")
+
+
 class _Mix:
     """Final answers one source got since it became active (forgotten after a quiet window),
-    by class, and the logins among them that worked."""
+    by class."""
 
-    __slots__ = ("auth_ok", "classes")
+    __slots__ = ("classes",)
 
     def __init__(self) -> None:
         self.classes: dict[str, int] = {}
-        self.auth_ok = 0
 
     def add(self, tx: Transaction) -> None:
         name = _response_class(tx.status)
         self.classes[name] = self.classes.get(name, 0) + 1
-        ok = tx.status is not None and 200 <= tx.status < 300
-        if ok and tx.credentials_user is not None and tx.method in ("REGISTER", "INVITE"):
-            self.auth_ok += 1
 
     def text(self) -> str:
         ordered = sorted(self.classes.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -644,11 +669,14 @@ class ExtensionEnumeration(Detector):
     distinct users to speak (confidence 75). Targets on servers that sent the source requests
     first are not counted: a PBX's OPTIONS keepalives to the phones registered with it
     (detection-anchors §3, FreePBX with 2000 extensions pike-banned) and calls a PBX delivers
-    to its registered trunk. When most probed users log in successfully (2xx to a REGISTER or
-    INVITE with credentials) the source looks like a proxy fronting many phones and the finding
-    is low. Defaults' anchor: Elastic (≥20 distinct users / 2 min). Known false positives: an
-    SBC or carrier trunk sending unauthenticated calls to many numbers of a PBX it never
-    registered with; a provisioning tool that tests accounts (allow-list them).
+    to its registered trunk. When at least half the distinct users probed in the window logged
+    in successfully (2xx to a REGISTER or INVITE with credentials) the source looks like a proxy
+    fronting many phones and the finding is low (one account of its own does not make an
+    enumerator look like a proxy). Requests inside a dialog (To tag: re-INVITEs, in-dialog
+    MESSAGE/SUBSCRIBE) are not probes. Defaults' anchor: Elastic (≥20 distinct users / 2 min).
+    Known false positives: an SBC or carrier trunk sending unauthenticated calls to many
+    numbers of a PBX it never registered with; a provisioning tool that tests accounts
+    (allow-list them).
     """
 
     id: ClassVar[str] = "recon.extension_enumeration"
@@ -663,6 +691,12 @@ class ExtensionEnumeration(Detector):
         self._users: DistinctCounter[str, str] = DistinctCounter(
             cfg.max_sources, cfg.window_s, cfg.users_per_window
         )
+        # Distinct targets whose login worked, per source, in the same window as _users: a
+        # proxy fronting phones logs most of them in; an enumerator owning one account does
+        # not get past one.
+        self._logins: DistinctCounter[str, str] = DistinctCounter(
+            cfg.max_sources, cfg.window_s, cfg.users_per_window
+        )
         self._mix: TtlMap[str, _Mix] = TtlMap(cfg.max_sources, cfg.window_s)
         self._peers = _Peers(cfg.max_peers)
         self._open = _Crossings(cfg.max_sources, cfg.window_s)
@@ -673,7 +707,8 @@ class ExtensionEnumeration(Detector):
         return []
 
     def on_transaction(self, tx: Transaction) -> list[Finding]:
-        if not tx.final or tx.method not in _ENUM_METHODS:
+        if not tx.final or tx.method not in _ENUM_METHODS or tx.in_dialog:
+            # In a dialog (a re-INVITE, in-dialog MESSAGE) the Request-URI is a Contact.
             return []
         client = tx.client.ip
         if self.allowed(client) or self._peers.known(client, tx.server):
@@ -682,7 +717,13 @@ class ExtensionEnumeration(Detector):
         if not user:
             return []
         now = tx.request_ts
-        users = self._users.add(client, f"{tx.server.ip}|{user}"[:_MAX_TEXT], now)
+        target = f"{tx.server.ip}|{user}"[:_MAX_TEXT]
+        users = self._users.add(client, target, now)
+        logins = (
+            self._logins.add(client, target, now)
+            if _logged_in(tx)
+            else self._logins.count(client, now)
+        )
         mix = self._mix.get(client, now)
         if mix is None:
             mix = _Mix()
@@ -690,7 +731,7 @@ class ExtensionEnumeration(Detector):
         self._mix.set(client, mix, now)
         if users < self._threshold:
             return []
-        proxy_like = mix.auth_ok * 2 >= users
+        proxy_like = logins * 2 >= users
         differs = mix.differs()
         if proxy_like:
             severity, confidence = Severity.LOW, 40
@@ -716,7 +757,7 @@ class ExtensionEnumeration(Detector):
                 source=tx.client,
                 target=Target(tx.server.ip, tx.server.port, user),
                 indicators={
-                    "distinct_users": str(users),
+                    "distinct_users_at_least": str(users),
                     "responses": mix.text(),
                     "response_difference": "yes" if differs else "no",
                     "last_user": user,
@@ -729,6 +770,7 @@ class ExtensionEnumeration(Detector):
 
     def advance(self, now: float) -> list[Finding]:
         self._users.expire(now)
+        self._logins.expire(now)
         self._mix.expire(now)
         self._open.table.expire(now)
         return []
@@ -738,6 +780,7 @@ class ExtensionEnumeration(Detector):
             d
             for d in (
                 self._users.next_expiry(),
+                self._logins.next_expiry(),
                 self._mix.next_expiry(),
                 self._open.table.next_expiry(),
             )
@@ -746,7 +789,15 @@ class ExtensionEnumeration(Detector):
         return min(deadlines) if deadlines else None
 
     def stats(self) -> TableStats:
-        return TableStats.total([self._users, self._mix, self._peers.table, self._open.table])
+        return TableStats.total(
+            [
+                self._users,
+                self._logins,
+                self._mix,
+                self._peers.table,
+                self._open.table,
+            ]
+        )
 
     def state_size(self) -> int:
         return self.stats().entries

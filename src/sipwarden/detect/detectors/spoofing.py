@@ -3,8 +3,10 @@
 Theory of operation
 -------------------
 All four detectors judge the identity an *initial* request presents - an INVITE without a To
-tag, or an out-of-dialog MESSAGE - one observation at a time; they keep no state, so a hostile
-key space costs them nothing (the engine aggregates hits per source into episodes).
+tag, or an out-of-dialog MESSAGE - one observation at a time. The only state is the Call-IDs
+judged in the last 32 s (RFC 3261 Timer B), so that a retransmission, or the INVITE re-sent with
+credentials after a 401/407, is not counted as one more spoofed call; it is a bounded table
+(``max_recent_calls``). The engine aggregates hits per source into episodes.
 
 The calling identity is the P-Asserted-Identity (RFC 3325) when present, else the From user.
 RFC 3325 §5 draws the line: a PAI is believed only when it comes from inside the trust domain
@@ -24,6 +26,7 @@ phonenum module does (detection-anchors §2.3); verdicts are memoised in a small
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 from functools import lru_cache
@@ -36,6 +39,7 @@ from sipwarden.detect.base import Detector, DetectorConfig
 from sipwarden.detect.finding import Finding, RecommendedAction, Target
 from sipwarden.detect.observation import Observation
 from sipwarden.detect.registry import register
+from sipwarden.detect.tables import TtlMap
 from sipwarden.detect.taxonomy import Severity, Threat
 from sipwarden.sip import NameAddr, Request, SipParseError
 
@@ -59,6 +63,11 @@ _PHONE_LIKE = re.compile(r"\+?[0-9]{1,20}")
 _MONITOR = RecommendedAction("MONITOR", 3600)
 #: Numbers classified and remembered (a bounded memo of a pure function, not detector state).
 _NUMBER_CACHE_SIZE = 4096
+#: A judged request's Call-ID is remembered this long: RFC 3261 Timer B (64×T1 = 32 s), after
+#: which its UAC has stopped retransmitting it.
+_RETRANSMISSION_S = 32.0
+#: Call-IDs longer than this are kept as a digest, so that two long ones never collide.
+_MAX_CALL_ID_CHARS = 128
 
 
 def _check_networks(value: tuple[str, ...]) -> tuple[str, ...]:
@@ -117,6 +126,15 @@ class _SpoofingConfig(DetectorConfig):
             "200, 816666) stay below it."
         ),
     )
+    max_recent_calls: int = Field(
+        10_000,
+        ge=1,
+        description=(
+            "Call-IDs of judged requests remembered for 32 s (RFC 3261 Timer B) so that their "
+            "retransmissions are judged once; when full the least recent is evicted and "
+            "counted. No published anchor: 10 000 holds over 300 new calls per second."
+        ),
+    )
 
 
 def _networks(items: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
@@ -138,7 +156,8 @@ def _cut(text: str) -> str:
 
 
 def _initial_request(obs: Observation) -> Request | None:
-    """An INVITE that starts a dialog or an out-of-dialog MESSAGE: what presents a caller."""
+    """An INVITE that starts a dialog or an out-of-dialog MESSAGE: what presents a caller
+    (retransmissions included; :meth:`_SpoofingDetector.first_sight` drops those)."""
     request = obs.request
     if request is None or request.method not in ("INVITE", "MESSAGE"):
         return None
@@ -249,6 +268,42 @@ class _SpoofingDetector(Detector):
         super().__init__(config)
         assert isinstance(self.config, _SpoofingConfig)
         self._trusted = _networks(self.config.trusted_networks)
+        # "METHOD Call-ID" of requests judged lately -> when.
+        self._recent: TtlMap[str, float] = TtlMap(self.config.max_recent_calls, _RETRANSMISSION_S)
+
+    def first_sight(self, obs: Observation) -> Request | None:
+        """The initial request of ``obs`` (:func:`_initial_request`) unless one with its method
+        and Call-ID was judged within the last 32 s: a retransmission, or the same call's
+        INVITE re-sent with credentials, presents the identity already judged."""
+        request = _initial_request(obs)
+        if request is None:
+            return None
+        try:
+            call_id = request.call_id
+        except SipParseError:
+            call_id = None
+        if call_id:
+            if len(call_id) > _MAX_CALL_ID_CHARS:
+                raw = call_id.encode("utf-8", "surrogateescape")
+                call_id = hashlib.blake2b(raw, digest_size=16).hexdigest()
+            key = f"{request.method} {call_id}"
+            if self._recent.get(key, obs.ts) is not None:
+                return None
+            self._recent.set(key, obs.ts, obs.ts)
+        return request
+
+    def advance(self, now: float) -> list[Finding]:
+        self._recent.expire(now)
+        return []
+
+    def next_deadline(self) -> float | None:
+        return self._recent.next_expiry()
+
+    def state_size(self) -> int:
+        return len(self._recent)
+
+    def evictions(self) -> int:
+        return self._recent.evictions
 
     def trusted(self, ip: str) -> bool:
         return _in(ip, self._trusted)
@@ -289,7 +344,7 @@ class IdentityMismatch(_SpoofingDetector):
         src = obs.src.ip
         if self.allowed(src) or self.trusted(src):
             return []
-        request = _initial_request(obs)
+        request = self.first_sight(obs)
         if request is None:
             return []
         asserted = _asserted_users(request)
@@ -368,7 +423,7 @@ class ImpossibleNumber(_SpoofingDetector):
         src = obs.src.ip
         if self.allowed(src):
             return []
-        request = _initial_request(obs)
+        request = self.first_sight(obs)
         if request is None:
             return []
         presented = calling_number(request)
@@ -395,7 +450,7 @@ class ImpossibleNumber(_SpoofingDetector):
                 obs,
                 Severity.MEDIUM if escalate else Severity.LOW,
                 70 if escalate else 50,
-                f"{reason} calling number {_cut(user)!r} in {header} from {src}",
+                f"{reason} calling number {_cut(user)!r} in the {header} header, from {src}",
                 src,
                 target=Target(obs.dst.ip, obs.dst.port),
                 indicators={"calling_number": _cut(user), "header": header, "reason": reason},
@@ -435,7 +490,7 @@ class CallerEqualsCallee(_SpoofingDetector):
         src = obs.src.ip
         if self.allowed(src):
             return []
-        request = _initial_request(obs)
+        request = self.first_sight(obs)
         if request is None or request.method != "INVITE":
             return []
         presented = calling_number(request)
@@ -530,7 +585,7 @@ class NationalCliFromAbroad(_SpoofingDetector):
         home = self.config.home_region
         if home is None or not self._trunks or self.allowed(src) or not _in(src, self._trunks):
             return []
-        request = _initial_request(obs)
+        request = self.first_sight(obs)
         if request is None or request.method != "INVITE":
             return []
         presented = calling_number(request)

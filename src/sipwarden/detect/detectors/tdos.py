@@ -480,6 +480,20 @@ class RegistrationStormConfig(DetectorConfig):
             "(irontec/ivozprovider#704), while guessing and floods use AORs never accepted."
         ),
     )
+    min_sources: int = Field(
+        10,
+        ge=1,
+        description=(
+            "Distinct source IPs that must have sent the window's REGISTERs before the spike "
+            "is judged at all: a storm or a burst is many clients. One source (or a few) "
+            "sending 100 REGISTERs a minute is a flood or a guessing run that "
+            "tdos.request_flood and the credential detectors name per source, and that a "
+            "per-registrar finding would misdescribe. No published anchor (ET Open counts per "
+            "source, anchors §1 'registration-storm vs attack' has none): 10 is the smallest "
+            "count that no single office NAT pool or lone scanner reaches, while a botnet or "
+            "a population recovering from an outage does."
+        ),
+    )
     known_aor_ttl_s: float = Field(
         604_800.0,
         gt=0,
@@ -523,7 +537,9 @@ class RegistrationStorm(Detector):
     users.
 
     Signal: REGISTER requests per registrar (destination IP) in a sliding window; when they
-    reach ``registers_per_window`` the detector looks at how many came from AORs (To user @
+    reach ``registers_per_window`` and came from at least ``min_sources`` source IPs (fewer is
+    a per-source flood or brute force, left to tdos.request_flood and credential.*), the
+    detector looks at how many came from AORs (To user @
     Request-URI host) the registrar accepted with a 2xx before (learned from the tracker's
     REGISTER transactions, remembered ``known_aor_ttl_s``). At least ``min_known_share`` known:
     a re-registration burst (LOW, MONITOR); fewer: a storm (HIGH, RATE_LIMIT). At most one hit
@@ -534,7 +550,8 @@ class RegistrationStorm(Detector):
     (RED, ``reg-overload-protect``), never banned (irontec/ivozprovider#704).
     Defaults' anchor: 100 REGISTERs / 60 s as ET Open's REGISTER flood (there per source);
     known share 80 % our proposal (no engine publishes one; anchors §1 "registration-storm vs
-    attack": only RED's re-sync avoidance); AOR memory 7 days.
+    attack": only RED's re-sync avoidance); 10 distinct sources our proposal; AOR memory 7
+    days.
     Known false positives: a burst right after sipwarden started (no AOR known yet) or after
     more than ``known_aor_ttl_s`` of outage reads as a storm; mass provisioning of new phones.
     Known false negatives: a flood re-using one known AOR counts as known (the credential
@@ -557,6 +574,10 @@ class RegistrationStorm(Detector):
         )
         self._unknown: SlidingWindowCounter[str] = SlidingWindowCounter(
             cfg.max_registrars, cfg.window_s, cap
+        )
+        # Capped at the floor: enough to answer "many clients?".
+        self._sources: DistinctCounter[str, str] = DistinctCounter(
+            cfg.max_registrars, cfg.window_s, cfg.min_sources
         )
         self._throttle = _Throttle(2 * cfg.max_registrars, cfg.window_s)
 
@@ -597,9 +618,10 @@ class RegistrationStorm(Detector):
         else:
             known = self._known.count(registrar, now)
             unknown = self._unknown.add(registrar, now)
+        sources = self._sources.add(registrar, obs.src.ip, now)
         cfg = self._cfg
         total = known + unknown
-        if total < cfg.registers_per_window:
+        if total < cfg.registers_per_window or sources < cfg.min_sources:
             return []
         share = known / total
         storm = share < cfg.min_known_share
@@ -611,6 +633,7 @@ class RegistrationStorm(Detector):
             "known_aor_registers": str(known),
             "unknown_aor_registers": str(unknown),
             "known_share": f"{share:.2f}",
+            "distinct_sources_at_least": str(sources),
             "window_s": f"{cfg.window_s:g}",
         }
         target = Target(obs.dst.ip, obs.dst.port)
@@ -646,6 +669,7 @@ class RegistrationStorm(Detector):
     def advance(self, now: float) -> list[Finding]:
         self._known.expire(now)
         self._unknown.expire(now)
+        self._sources.expire(now)
         self._throttle.table.expire(now)
         self._known_aors.expire(now)
         return []
@@ -656,6 +680,7 @@ class RegistrationStorm(Detector):
             for d in (
                 self._known.next_expiry(),
                 self._unknown.next_expiry(),
+                self._sources.next_expiry(),
                 self._throttle.table.next_expiry(),
                 self._known_aors.next_expiry(),
             )
@@ -665,7 +690,7 @@ class RegistrationStorm(Detector):
 
     def stats(self) -> TableStats:
         return TableStats.total(
-            (self._known, self._unknown, self._throttle.table, self._known_aors)
+            (self._known, self._unknown, self._sources, self._throttle.table, self._known_aors)
         )
 
     def state_size(self) -> int:

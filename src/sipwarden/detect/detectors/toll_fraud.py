@@ -19,19 +19,22 @@ judges international destinations.
 From there:
 
 * :class:`DestinationRisk` classifies the E.164 number (:func:`classify_destination`): an
-  operator range of high-risk prefixes (:func:`parse_ranges` reads the operator's file), the
-  international networks (+870/+881/+882/+883), libphonenumber number types (premium rate,
-  shared cost, ...) and optional country tiers.
+  operator range of high-risk prefixes (``high_risk_prefixes``, or the config file's
+  ``high_risk_prefixes_file``), the international networks (+870/+881/+882/+883),
+  libphonenumber number types (premium rate, shared cost, ...) and optional country tiers.
 * :class:`PrefixWalking` fires when one source tries the *same* number with two or more
   different dialling prefixes - the fingerprint of a tool looking for a way out.
 * :class:`CallVelocity` (calls per minute, calls per day), :class:`CallConcurrency`,
   :class:`SequentialDialing` and :class:`OffHoursBurst` are OpenSIPS fraud_detection's per-user
-  statistics, keyed by the call's account (digest username, else From user, else source IP).
+  statistics, counted per account (digest username, else From user, else source IP).
 
 Emission: a detector emits a hit when a key crosses its threshold, then at most one hit per
-``_REPEAT_S`` while it stays over, so the engine (episode gap 300 s) keeps one finding per
-episode. All state is in bounded tables (:mod:`sipwarden.detect.tables`); keys are the tracker's
-already-cut (≤128 chars) strings.
+``_REPEAT_S`` while it stays over. Detectors *count* per account but *report* per source IP: a
+tool that rotates the From user (initconf--SIP-212.32.250.134 cycles 101, 202 ... 4004 from one
+address) is one attacker, so every account's hits share the source's key and the engine (episode
+gap 300 s) merges them into one finding per source and episode, which lists the accounts. All
+state is in bounded tables (:mod:`sipwarden.detect.tables`); keys are the tracker's already-cut
+(≤128 chars) strings.
 """
 
 from __future__ import annotations
@@ -64,20 +67,25 @@ __all__ = [
     "OffHoursBurstConfig",
     "PrefixWalking",
     "PrefixWalkingConfig",
-    "RangeFileError",
     "RiskAssessment",
     "SequentialDialing",
     "SequentialDialingConfig",
     "classify_destination",
     "normalize_dialled",
-    "parse_ranges",
 ]
 
 #: A key over its threshold gets at most one hit this often: below the engine's 300 s episode
 #: gap, so one episode stays one finding, yet a long attack does not emit a hit per call.
 _REPEAT_S = 60.0
 _MAX_LABEL = 64
+#: Attacker-chosen strings (accounts) copied into summaries and indicators are cut to this.
+_MAX_TEXT_CHARS = 64
 _E164_PREFIX = re.compile(r"^\+[0-9]{1,15}$")
+#: Accounts named in one finding's ``accounts`` indicator (more are shown as "...").
+_MAX_LISTED_ACCOUNTS = 10
+#: How long a source's over-the-limit accounts are remembered for that list: longer than the
+#: engine's default 300 s episode gap, so an episode's list does not restart mid-episode.
+_LISTED_ACCOUNTS_TTL_S = 3600.0
 # RFC 3966 visual separators, allowed inside a telephone-subscriber.
 _VISUAL_SEPARATORS = str.maketrans("", "", "-.() ")
 _NUMBER_TYPES = {name for name in dir(phonenumbers.PhoneNumberType) if name.isupper()}
@@ -183,44 +191,6 @@ def _e164(digits: str) -> str | None:
     return None
 
 
-# -- operator ranges -----------------------------------------------------------------------------
-
-
-class RangeFileError(ValueError):
-    """A line of an operator's high-risk range file that cannot be read; names the line."""
-
-    def __init__(self, line: int, detail: str) -> None:
-        super().__init__(f"line {line}: {detail}")
-        self.line = line
-        self.detail = detail
-
-
-def parse_ranges(text: str) -> tuple[tuple[str, str], ...]:
-    """Read an operator's high-risk range file into ``((prefix, label), ...)``.
-
-    Format: one E.164 prefix per line (``+`` then 1-15 digits; a leading ``+`` may be left
-    out), optionally followed by whitespace and a label (≤64 chars); ``#`` starts a comment;
-    blank lines are ignored. A prefix listed twice keeps its first label. Raises
-    :class:`RangeFileError` naming the first bad line.
-    """
-    seen: dict[str, str] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        prefix, _, label = line.partition(" ")
-        if "\t" in prefix:
-            prefix, _, label = line.partition("\t")
-        prefix = prefix if prefix.startswith("+") else "+" + prefix
-        if not _E164_PREFIX.match(prefix):
-            raise RangeFileError(number, f"{raw.strip()[:40]!r} is not an E.164 prefix")
-        label = label.strip()
-        if len(label) > _MAX_LABEL:
-            raise RangeFileError(number, f"label longer than {_MAX_LABEL} characters")
-        seen.setdefault(prefix, label)
-    return tuple(seen.items())
-
-
 # -- destination classification ------------------------------------------------------------------
 
 
@@ -241,9 +211,10 @@ class DestinationRiskConfig(DialPlanConfig):
         description=(
             "Operator list of high-risk E.164 prefixes -> label (e.g. ranges from a carrier's "
             "IRSF advisory); a call to one is high severity. Empty by default: no public, "
-            "licensed list of IRSF number ranges exists (GSMA FF.21 lists are closed). The "
-            "config loader fills it from a file read with parse_ranges(): one prefix per line "
-            "('+' and digits), optional whitespace and label, '#' comments, blank lines."
+            "licensed list of IRSF number ranges exists (GSMA FF.21 lists are closed). In the "
+            "config file, high_risk_prefixes_file names a file of one prefix per line (1-15 "
+            "digits, the leading '+' optional), optional whitespace and label (<=64 chars), "
+            "'#' comments; prefixes are stored with '+', the first of duplicates wins."
         ),
     )
     international_network_codes: tuple[str, ...] = Field(
@@ -296,10 +267,21 @@ class DestinationRiskConfig(DialPlanConfig):
     @field_validator("high_risk_prefixes")
     @classmethod
     def _prefixes(cls, value: dict[str, str]) -> dict[str, str]:
-        for prefix in value:
+        # Range files and advisories often leave out the '+': "37167" means "+37167". The
+        # config loader hands file lines over as they are written, so normalise here.
+        ranges: dict[str, str] = {}
+        for written, written_label in value.items():
+            prefix = written.strip()
+            prefix = prefix if prefix.startswith("+") else "+" + prefix
             if not _E164_PREFIX.match(prefix):
-                raise ValueError(f"{prefix!r} is not an E.164 prefix ('+' and 1-15 digits)")
-        return value
+                raise ValueError(
+                    f"{written[:40]!r} is not an E.164 prefix (1-15 digits, '+' optional)"
+                )
+            label = written_label.strip()
+            if len(label) > _MAX_LABEL:
+                raise ValueError(f"label of {prefix} is longer than {_MAX_LABEL} characters")
+            ranges.setdefault(prefix, label)
+        return ranges
 
 
 _TIER_SEVERITY = {"high": Severity.HIGH, "medium": Severity.MEDIUM, "low": Severity.LOW}
@@ -351,16 +333,21 @@ class _Expiring(Protocol):
 
 
 class _CallDetector(Detector):
-    """Tables, expiry, stats and the hit throttle shared by this family's detectors."""
+    """Tables, expiry, stats, the hit throttle and the per-source account list shared by this
+    family's detectors."""
 
     threat: ClassVar[Threat] = Threat.TOLL_FRAUD
 
     def __init__(self, config: DetectorConfig | None, max_keys: int) -> None:
         super().__init__(config)
         self._throttle: TtlMap[str, float] = TtlMap(max_keys, _REPEAT_S)
+        # source IP -> its accounts that went over a limit lately (the finding's list).
+        self._accounts_by_source: TtlMap[str, tuple[str, ...]] = TtlMap(
+            max_keys, _LISTED_ACCOUNTS_TTL_S
+        )
 
     def _tables(self) -> Sequence[_Expiring]:
-        return (self._throttle,)
+        return (self._throttle, self._accounts_by_source)
 
     def _allow_hit(self, key: str, now: float) -> bool:
         if self._throttle.get(key, now) is not None:
@@ -419,6 +406,33 @@ class _CallDetector(Detector):
             recommended_action=action,
         )
 
+    def _account_hit(
+        self,
+        event: CallEvent,
+        account: str,
+        severity: Severity,
+        confidence: int,
+        summary: str,
+        key: str,
+        indicators: dict[str, str],
+        action: RecommendedAction | None,
+    ) -> Finding:
+        """A hit about ``account``'s calls, keyed by ``key`` (its source, not the account), that
+        names the other accounts of the same source that went over a limit lately."""
+        source = event.call.src.ip
+        listed = self._accounts_by_source.get(source, event.ts) or ()
+        account = account[:_MAX_TEXT_CHARS]
+        if account not in listed and len(listed) <= _MAX_LISTED_ACCOUNTS:
+            listed = (*listed, account)  # one more than shown, to know there are more
+        self._accounts_by_source.set(source, listed, event.ts)
+        accounts = ", ".join(listed[:_MAX_LISTED_ACCOUNTS])
+        if len(listed) > _MAX_LISTED_ACCOUNTS:
+            accounts += ", ..."
+        if len(listed) > 1:
+            summary += f"; flagged accounts from {source}: {accounts}"
+        indicators = {**indicators, "account": account, "accounts": accounts}
+        return self._call_hit(event, severity, confidence, summary, key, indicators, action)
+
 
 def _caller(event: CallEvent) -> str:
     """Whose calls these are: the account (digest user, else From user), else the source IP."""
@@ -465,18 +479,18 @@ class DestinationRisk(_CallDetector):
         if risk is None:
             return []
         caller = _caller(event)
-        key = f"{caller}>{e164}"
-        if not self._allow_hit(key, event.ts):
+        if not self._allow_hit(f"{caller}>{e164}", event.ts):
             return []
         high = risk.severity is Severity.HIGH
         return [
-            self._call_hit(
+            self._account_hit(
                 event,
+                caller,
                 risk.severity,
                 85 if high else 60,
-                f"call to risky destination {e164} ({'; '.join(risk.reasons)}) by {caller} "
-                f"from {call.src.ip}",
-                key,
+                f"call to risky destination {e164} ({'; '.join(risk.reasons)}) by "
+                f"{caller[:_MAX_TEXT_CHARS]} from {call.src.ip}",
+                f"{call.src.ip}>{e164}",
                 {
                     "e164": e164,
                     "dialled": (call.callee or "")[:64],
@@ -680,19 +694,18 @@ class CallVelocity(_CallDetector):
             what, count, limit = "day", per_day, cfg.calls_per_day
         else:
             return []
-        key = f"{caller}|{what}"
-        if not self._allow_hit(key, event.ts):
+        if not self._allow_hit(f"{caller}|{what}", event.ts):
             return []
         return [
-            self._call_hit(
+            self._account_hit(
                 event,
+                caller,
                 Severity.MEDIUM,
                 70,
-                f"call velocity: {caller} placed {count} calls in one {what} "
-                f"(limit {limit}), last to {call.callee}",
-                key,
+                f"call velocity: {caller[:_MAX_TEXT_CHARS]} placed {count} calls in one {what} "
+                f"(limit {limit}) from {call.src.ip}, last to {(call.callee or '')[:64]}",
+                call.src.ip,
                 {
-                    "account": caller,
                     "calls_in_" + what: str(count),
                     "threshold": str(limit),
                 },
@@ -750,14 +763,16 @@ class CallConcurrency(_CallDetector):
         if not self._allow_hit(caller, event.ts):
             return []
         return [
-            self._call_hit(
+            self._account_hit(
                 event,
+                caller,
                 Severity.MEDIUM,
                 70,
-                f"{event.concurrent_account} concurrent answered calls on {caller} "
+                f"{event.concurrent_account} concurrent answered calls on "
+                f"{caller[:_MAX_TEXT_CHARS]} from {call.src.ip} "
                 f"(limit {self._cfg.max_concurrent})",
-                caller,
-                {"account": caller, "concurrent_calls": str(event.concurrent_account)},
+                call.src.ip,
+                {"concurrent_calls": str(event.concurrent_account)},
                 RecommendedAction("INVESTIGATE"),
             )
         ]
@@ -853,18 +868,18 @@ class SequentialDialing(_CallDetector):
             kind, count = "incrementing numbers", run.incrementing
         else:
             return []
-        key = f"{caller}|{kind}"
-        if not self._allow_hit(key, event.ts):
+        if not self._allow_hit(f"{caller}|{kind}", event.ts):
             return []
         return [
-            self._call_hit(
+            self._account_hit(
                 event,
+                caller,
                 Severity.MEDIUM,
                 65,
-                f"sequential dialing: {caller} made {count} consecutive calls to {kind} "
-                f"(last {callee})",
-                key,
-                {"account": caller, "pattern": kind, "consecutive_calls": str(count)},
+                f"sequential dialing: {caller[:_MAX_TEXT_CHARS]} from {call.src.ip} made {count} "
+                f"consecutive calls to {kind} (last {callee[:64]})",
+                call.src.ip,
+                {"pattern": kind, "consecutive_calls": str(count)},
                 RecommendedAction("INVESTIGATE"),
             )
         ]
@@ -895,12 +910,16 @@ class OffHoursBurstConfig(DetectorConfig):
         pattern=r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun)(-(Mon|Tue|Wed|Thu|Fri|Sat|Sun))?$",
         description="Business days, 'Mon-Fri' style (OpenSIPS fraud_detection rule days format).",
     )
-    utc_offset_minutes: int = Field(
-        0,
+    utc_offset_minutes: int | None = Field(
+        None,
         ge=-14 * 60,
         le=14 * 60,
-        description="Fixed offset of local time from UTC, minutes (no DST; no zoneinfo files "
-        "are read by the core).",
+        description=(
+            "Fixed offset of local time from UTC, minutes (no DST; no zoneinfo files are read "
+            "by the core). Unset (default): hours are read in UTC, which is nobody's office "
+            "day in particular, so findings stay low severity; set it (0 for UTC) to make "
+            "them medium."
+        ),
     )
     window_s: float = Field(
         600.0,
@@ -927,6 +946,8 @@ class OffHoursBurst(_CallDetector):
     ``business_hours`` on ``business_days``, counted per account in a sliding window.
     Why: PBX hacking is monetised at night and at weekends, when nobody watches.
     Defaults' anchor: OpenSIPS fraud_detection rules (hours + days per profile); counts ours.
+    Severity: low until ``utc_offset_minutes`` is set - captures are timestamped in UTC, and
+    "off hours" in UTC is the middle of the working day in half the world; medium once set.
     Known false positives: night shifts, 24/7 call centres - give them their own hours.
     """
 
@@ -953,7 +974,7 @@ class OffHoursBurst(_CallDetector):
 
     def off_hours(self, ts: float) -> bool:
         """True when packet time ``ts`` is outside business hours (local, fixed offset)."""
-        local = ts + self._cfg.utc_offset_minutes * 60
+        local = ts + (self._cfg.utc_offset_minutes or 0) * 60
         days = int(local // 86_400)
         weekday = (days + 3) % 7  # 1970-01-01 was a Thursday (Mon = 0)
         minute = int(local % 86_400) // 60
@@ -974,16 +995,20 @@ class OffHoursBurst(_CallDetector):
         count = self._counts.add(caller, event.ts)
         if count < cfg.calls_per_window or not self._allow_hit(caller, event.ts):
             return []
+        offset = cfg.utc_offset_minutes
+        clock = "UTC, offset not configured" if offset is None else f"UTC{offset:+d} min"
         return [
-            self._call_hit(
+            self._account_hit(
                 event,
-                Severity.MEDIUM,
-                60,
-                f"off-hours burst: {caller} placed {count} calls in {cfg.window_s:g} s outside "
-                f"{cfg.business_hours} {cfg.business_days} (UTC{cfg.utc_offset_minutes:+d} min)",
                 caller,
-                {"account": caller, "calls_in_window": str(count)},
-                RecommendedAction("INVESTIGATE"),
+                Severity.LOW if offset is None else Severity.MEDIUM,
+                40 if offset is None else 60,
+                f"off-hours burst: {caller[:_MAX_TEXT_CHARS]} from {call.src.ip} placed {count} "
+                f"calls in {cfg.window_s:g} s outside {cfg.business_hours} "
+                f"{cfg.business_days} ({clock})",
+                call.src.ip,
+                {"calls_in_window": str(count)},
+                RecommendedAction("MONITOR" if offset is None else "INVESTIGATE"),
             )
         ]
 

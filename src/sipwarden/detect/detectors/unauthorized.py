@@ -101,8 +101,8 @@ class UnauthenticatedCallAccepted(Detector):
 
     Signal: the tracker's RINGING/ANSWERED phase of a call (initial INVITE only, re-INVITEs are
     not calls) none of whose INVITEs carried Authorization/Proxy-Authorization, whose source is
-    not in ``allow_sources``; one hit per call, aggregated per source IP (the calls from the
-    ``calls_for_high``-th on in a finding of their own, keyed ``<ip>|high``).
+    not in ``allow_sources``; one hit per call, aggregated per source IP (the engine raises
+    the episode to HIGH, with TEMP_BLOCK, at the ``calls_for_high``-th call).
     Why: a PBX or SBC that routes calls for anyone who asks is the door of most toll fraud
     (IRSF through open PBXs; the initconf 212.32.250.134 capture shows a scanner getting 180/200
     to international numbers from three servers).
@@ -152,13 +152,9 @@ class UnauthenticatedCallAccepted(Detector):
         count = self._calls.add(source, event.ts) if public else 0
         status = call.final_status if event.phase is CallPhase.ANSWERED else None
         answer = str(status) if status is not None else "18x"
-        key = source
         if count >= cfg.calls_for_high:
             severity, confidence = Severity.HIGH, 75
             action: RecommendedAction | None = RecommendedAction("TEMP_BLOCK", cfg.block_ttl_s)
-            # Its own episode: the engine keeps an episode's first recommended action, and a
-            # high finding must carry TEMP_BLOCK, not the MONITOR of the low calls before it.
-            key = f"{source}|high"
         elif public:
             severity, confidence, action = Severity.LOW, 40, RecommendedAction("MONITOR")
         else:
@@ -174,7 +170,10 @@ class UnauthenticatedCallAccepted(Detector):
             "user_agent": _cut(call.user_agent),
         }
         if public:
-            indicators["calls_in_window"] = str(count)
+            # The counter keeps calls_for_high events per source (all the decision needs), so
+            # from there on it can only say "at least".
+            at_least = "≥" if count >= cfg.calls_for_high else ""
+            indicators["calls_in_window"] = f"{at_least}{count}"
             indicators["window_s"] = f"{cfg.window_s:g}"
         return [
             Finding(
@@ -184,7 +183,7 @@ class UnauthenticatedCallAccepted(Detector):
                 confidence,
                 f"unauthenticated call from {source} to {callee or '?'} accepted ({answer}) by "
                 f"{call.dst.ip}",
-                key,
+                source,
                 event.ts,
                 event.ts,
                 source=call.src,

@@ -8,11 +8,14 @@ international number, lets each phone ring about once and cancels, hoping people
 the fraudster's rate. In SIP that is a call that ends CANCELLED (CANCEL or 487) after a short
 ring time and was never answered. :class:`RingAndCancel` counts, per *calling number* (the From
 user - the campaign arrives through a carrier trunk, so the source IP is the carrier, not the
-fraudster), the distinct callees of such calls in a sliding window.
+fraudster), the distinct callees of such calls in a sliding window. Only a calling number a
+subscriber could call back counts: ``anonymous``, ``unknown`` and other names are many different
+callers who withheld their number, not one campaign.
 """
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar
 
 from pydantic import Field
@@ -30,6 +33,10 @@ __all__ = ["RingAndCancel", "RingAndCancelConfig"]
 #: A caller over the threshold gets at most one hit this often: below the engine's 300 s
 #: episode gap, so one campaign stays one finding.
 _REPEAT_S = 60.0
+#: A number a callee could dial back: digits, optional '+', at most 15 digits (ITU-T E.164).
+_CALLBACK_NUMBER = re.compile(r"\+?[0-9]{1,15}")
+#: RFC 3966 visual separators that phones put in users.
+_SEPARATORS = str.maketrans("", "", "-.() ")
 
 
 class RingAndCancelConfig(DetectorConfig):
@@ -77,8 +84,8 @@ class RingAndCancel(Detector):
     """Wangiri: one calling number rings many subscribers briefly and cancels.
 
     Signal: ENDED calls that were never answered, ended CANCELLED within ``max_ring_s`` of the
-    INVITE; per From user, the distinct Request-URI users in ``window_s``; a hit at
-    ``distinct_callees``.
+    INVITE; per From user that is a number (a callback needs one), the distinct Request-URI
+    users in ``window_s``; a hit at ``distinct_callees``.
     Why: one-ring calls bait callbacks to premium/international numbers; no open engine detects
     it (detection-anchors §4.8), users ask for it (TransNexus/NexOSS#402).
     Defaults' anchor: ABC Monitor short_calls_ip/short_calls_uri (the closest alarm; thresholds
@@ -113,28 +120,32 @@ class RingAndCancel(Detector):
             return []
         if not call.caller or not call.callee or self.allowed(call.src.ip):
             return []
+        caller = call.caller.translate(_SEPARATORS)
+        if not _CALLBACK_NUMBER.fullmatch(caller):
+            return []  # "anonymous", "unknown", a name: withheld callers, nothing to call back
         cfg = self._cfg
-        count = self._callees.add(call.caller, call.callee, event.ts)
+        count = self._callees.add(caller, call.callee, event.ts)
         if count < cfg.distinct_callees:
             return []
-        if self._throttle.get(call.caller, event.ts) is not None:
+        if self._throttle.get(caller, event.ts) is not None:
             return []
-        self._throttle.set(call.caller, event.ts, event.ts)
+        self._throttle.set(caller, event.ts, event.ts)
         return [
             Finding(
                 self.id,
                 self.threat,
                 Severity.HIGH,
                 80,
-                f"Wangiri ring-and-cancel from {call.caller}: {count} subscribers rung "
+                # Members are capped at the threshold, so the count is a lower bound.
+                f"Wangiri ring-and-cancel from {caller}: at least {count} subscribers rung "
                 f"≤{cfg.max_ring_s:g} s and cancelled in {cfg.window_s:g} s (via {call.src.ip})",
-                call.caller,
+                caller,
                 event.ts,
                 event.ts,
                 source=call.src,
                 target=Target(call.dst.ip, call.dst.port, call.callee),
                 indicators={
-                    "calling_number": call.caller[:64],
+                    "calling_number": caller,
                     "distinct_callees": str(count),
                     "ring_time_s": f"{ring:.1f}",
                 },
