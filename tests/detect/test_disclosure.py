@@ -5,6 +5,8 @@ allow-list; produce nothing above info/low on the benign corpus."""
 
 from __future__ import annotations
 
+import json
+
 import pydantic
 import pytest
 
@@ -290,6 +292,17 @@ def test_version_hostile_products_bounded_by_the_engine() -> None:
         engine.observe(observe(response(server=server), ts=i * 0.01, src=SBC, dst=PEER))
     (finding,) = engine.finish()
     assert finding.count == 100 and len(finding.indicators["product"]) == 128
+
+
+def test_version_non_utf8_product_is_escaped_and_hashable() -> None:
+    """Regression: a User-Agent with non-UTF-8 bytes (the ndpi fuzz capture has them) reached
+    the finding key as lone surrogates, and Finding.id's UTF-8 hash crashed `analyze`."""
+    data = invite(user_agent="Nero SIPPS 2.0.51.16").replace(b"SIPPS", b"SI\x9aPPS\x01")
+    engine = Engine([version_detector()])
+    engine.observe(observe(data, src=SBC, dst=PEER))
+    (finding,) = engine.finish()
+    assert finding.indicators["product"] == "Nero SI\\udc9aPPS\\x01 2.0.51.16"
+    assert finding.id and json.dumps(finding.to_json(), ensure_ascii=False).encode()
 
 
 # -- corpus --------------------------------------------------------------------------------------

@@ -79,3 +79,12 @@ def test_evidence_is_a_bounded_sample() -> None:
 def test_severity_rank_orders_info_to_critical() -> None:
     assert [s.rank for s in Severity] == [0, 1, 2, 3, 4]
     assert rfc3339(0.0) == "1970-01-01T00:00:00.000Z"
+
+
+def test_id_of_a_key_with_undecodable_wire_bytes() -> None:
+    """Wire text decoded with surrogateescape (non-UTF-8 bytes) may reach a key: the id must
+    still be computable, and stable."""
+    key = b"agent-\xff\xfe".decode("utf-8", "surrogateescape")
+    finding = Finding("recon.x", Threat.RECON, Severity.LOW, 10, "s", key, 1.0, 1.0)
+    assert finding.id == Finding("recon.x", Threat.RECON, Severity.LOW, 10, "s", key, 1.0, 1.0).id
+    assert finding.id.startswith("f-")

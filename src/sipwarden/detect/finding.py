@@ -100,8 +100,11 @@ class Finding:
 
     @property
     def id(self) -> str:
+        # Keys carry wire text, which may hold undecodable bytes as lone surrogates.
         digest = hashlib.sha256(
-            f"{self.detector}\x00{self.key}\x00{self.first_seen:.6f}".encode()
+            f"{self.detector}\x00{self.key}\x00{self.first_seen:.6f}".encode(
+                "utf-8", "surrogateescape"
+            )
         ).hexdigest()
         return f"f-{digest[:16]}"
 

@@ -8,7 +8,14 @@ messages *leaving*: packet source inside, packet destination outside. With no in
 configured there is no direction, and both stay silent: a private Via between two phones on one
 LAN is normal, and guessing "private means inside" would flag every NAT'd subscriber's own
 REGISTER. The party judged (and checked against the allow-list) is the packet source, the inside
-element that let the leak out.
+element that let the leak out. To enable them, list the networks of your own elements for each
+detector in the configuration file::
+
+    [detectors."disclosure.private_address"]
+    inside_networks = ["10.0.0.0/8", "2001:db8:1::/48"]
+
+    [detectors."disclosure.version_string"]
+    inside_networks = ["10.0.0.0/8", "2001:db8:1::/48"]
 
 Neither detector keeps per-key state: each leaving message with a leak is one hit keyed by the
 source (and, for versions, the product string), and the engine merges hits into one finding per
@@ -43,6 +50,17 @@ __all__ = [
 #: Attacker- or device-chosen strings kept in findings are cut to this length.
 _MAX_TEXT = 128
 
+
+def _printable(text: str) -> str:
+    """``text`` stripped, cut and made printable: control characters and the surrogate escapes
+    of non-UTF-8 wire bytes become backslash escapes, so the text is safe in a finding's key
+    (hashed as UTF-8) and in every output format."""
+    cut = text.strip()[:_MAX_TEXT]
+    if cut.isprintable():
+        return cut
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in cut)
+
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -62,9 +80,9 @@ class _EgressConfig(DetectorConfig):
         description=(
             "CIDR networks of the operator's own elements (SBCs, proxies, PBXs). A message is "
             "judged only when it leaves: packet source inside, destination outside. Empty by "
-            "default, and then the detector is silent - no anchor can say which side is "
-            "yours, and treating every private address as inside would flag NAT'd "
-            "subscribers' own traffic."
+            "default, and then the detector is silent: set it to enable the detector. No "
+            "anchor can say which side is yours, and treating every private address as "
+            "inside would flag NAT'd subscribers' own traffic."
         ),
     )
 
@@ -139,6 +157,7 @@ class PrivateAddressLeak(_EgressDetector):
     Known false positives: a transit proxy (outside -> inside proxy -> outside) forwards the
     outside caller's own Via and Contact unchanged; put it in ``allow_sources`` or accept the
     finding as "topology hiding is off".
+    Off until ``inside_networks`` lists your own elements' networks (module docstring).
     """
 
     id: ClassVar[str] = "disclosure.private_address"
@@ -203,7 +222,7 @@ class PrivateAddressLeak(_EgressDetector):
                 continue
             kind = classify(host)
             if kind in self._kinds:
-                leaks.append((field, host[:_MAX_TEXT], kind.value))
+                leaks.append((field, _printable(host), kind.value))
         return leaks
 
 
@@ -285,6 +304,7 @@ class VersionDisclosure(_EgressDetector):
     Defaults' anchor: RFC 3261 §20.35/§20.41; severity info - it is hygiene, nothing to block.
     Known false positives: none in the strict sense; operators who decide to expose a version
     (e.g. to a peering partner) put that element in ``allow_sources``.
+    Off until ``inside_networks`` lists your own elements' networks (module docstring).
     """
 
     id: ClassVar[str] = "disclosure.version_string"
@@ -322,7 +342,7 @@ class VersionDisclosure(_EgressDetector):
             for value in message.headers.get_all(name):
                 match = _VERSION.search(value)
                 if match is not None:
-                    return _header_label(name), value.strip()[:_MAX_TEXT], match.group(0)
+                    return _header_label(name), _printable(value), match.group(0)
         if not self._cfg.check_sdp_session_name:
             return None
         try:
@@ -334,7 +354,7 @@ class VersionDisclosure(_EgressDetector):
         for where, value in (("SDP s=", sdp.session_name), ("SDP o=", sdp.origin.username)):
             match = _VERSION.search(value)
             if match is not None:
-                return where, value.strip()[:_MAX_TEXT], match.group(0)
+                return where, _printable(value), match.group(0)
         return None
 
 

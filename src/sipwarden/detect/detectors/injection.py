@@ -5,17 +5,23 @@ Theory of operation
 -------------------
 SIP carries strings that end up in databases (CDRs, registrars, billing), web consoles (Homer,
 PBX GUIs), shells (provisioning scripts) and C ``printf`` calls (logs of old stacks). The fields
-an attacker chooses freely - the Request-URI, the From/To/Contact/P-Asserted-Identity values
-(display name and user), User-Agent, Subject, Call-ID and the digest username - are decoded
+an attacker chooses freely - the Request-URI, the display name, user and host of the address
+headers (From, To, Contact, P-Asserted-/P-Preferred-Identity, Remote-Party-ID, Diversion,
+Refer-To, Referred-By, Reply-To), User-Agent, Subject, Organization, Call-ID and the digest
+username - are decoded
 (%-escapes, repeatedly up to ``decode_rounds`` times, because double encoding is the usual
 filter evasion) and matched against a small set of *precise* patterns per class:
 
 * ``sql``: a quote followed by a tautology (``' or '1'='1``, ``' or 1=1``), ``union select``,
-  a quote or ``;`` followed by a comment ``--``, ``; drop|delete|insert|update …``, time-based
-  probes (``sleep(``, ``benchmark(``, ``pg_sleep(``, ``waitfor delay '``);
+  a quote or ``;`` followed by a comment ``--``, a closed literal then a stacked statement
+  with its own keywords (``1; drop table``, ``'; delete from``, ``1; update … set …=``,
+  ``'; select * from``),
+  time-based probes (``sleep(5``, ``benchmark(1``, ``pg_sleep(5``, ``waitfor delay '``);
 * ``script``: ``<script``, ``javascript:`` / ``vbscript:``, ``on<event>=``, ``<img|svg|iframe``;
-* ``command``: ``$(…)``, a backtick command, ``| || &&`` before a shell command word, ``;``
-  before one that has a shell-looking argument (``; rm -rf``, ``;cat /…``), ``/etc/passwd``;
+* ``command``: ``$(…)``, a backtick command, ``| || &&`` before a shell command word that ends
+  the value or takes an argument, ``;`` before one whose argument looks like shell (``; rm
+  -rf``, ``;cat /…``), ``/etc/passwd``. Command words match case-sensitively, as a shell runs
+  them (``Sales | Echo``, ``Caller | ID 42`` are prose);
 * ``format_string``: ``%n``, a positional conversion (``%2$s``), or at least
   ``min_format_conversions`` ``%s``/``%x``/``%p`` conversions in one field;
 * ``crlf``: a CR or LF that only appears after %-decoding (header injection into whatever
@@ -59,10 +65,17 @@ _INSPECTED: dict[str, tuple[str, int]] = {
     "to": ("to", _ADDRESS),
     "contact": ("contact", _ADDRESS),
     "p-asserted-identity": ("p_asserted_identity", _ADDRESS),
+    "p-preferred-identity": ("p_preferred_identity", _ADDRESS),
+    "remote-party-id": ("remote_party_id", _ADDRESS),
+    "diversion": ("diversion", _ADDRESS),
+    "refer-to": ("refer_to", _ADDRESS),
+    "referred-by": ("referred_by", _ADDRESS),
+    "reply-to": ("reply_to", _ADDRESS),
     "authorization": ("authorization", _CREDENTIALS),
     "proxy-authorization": ("proxy_authorization", _CREDENTIALS),
     "user-agent": ("user_agent", _TEXT),
     "subject": ("subject", _TEXT),
+    "organization": ("organization", _TEXT),
     "call-id": ("call_id", _TEXT),
 }
 #: An address value whose display name and URI user hold nothing any pattern needs (no quote,
@@ -90,7 +103,12 @@ _MAX_MATCH_CHARS = 64
 _W = r"[ \t]"
 #: Blanks or inline comments between SQL keywords (``union/**/select``), bounded.
 _SQL_GAP = rf"(?:{_W}|/\*[^*]{{0,32}}\*/){{1,8}}"
-_CMD = r"(?:cat|wget|curl|nc|ncat|bash|sh|rm|uname|whoami|id|ping|echo|telnet|chmod|python|perl)"
+#: Shell command words. Matched case-sensitively, as a shell runs them: "Echo", "ID" or "Cat"
+#: in a display name is prose, not a command.
+_CMD = (
+    r"(?:cat|wget|curl|nc|ncat|bash|sh|rm|uname|whoami|id|ping|echo|telnet|chmod|python|perl"
+    r"|sleep|nslookup)"
+)
 #: One regex per class, run only when the value holds one of the class' gate substrings
 #: (lower-cased): a plain ``in`` test costs far less than trying every branch at every position.
 _CLASSES: tuple[tuple[str, tuple[str, ...], re.Pattern[str]], ...] = (
@@ -113,8 +131,16 @@ _CLASSES: tuple[tuple[str, tuple[str, ...], re.Pattern[str]], ...] = (
             rf"'{_W}{{0,8}}(?:or|and){_W}{{1,8}}'?\w{{1,16}}'?{_W}{{0,8}}(?:=|like\b)"
             rf"|\bunion{_SQL_GAP}(?:all{_SQL_GAP})?select\b"
             rf"|[';]{_W}{{0,8}}--|\"--"
-            rf"|;{_W}{{0,8}}(?:drop|delete|insert|update|truncate|select){_W}{{1,8}}\S"
-            rf"|\b(?:sleep|benchmark|pg_sleep){_W}{{0,8}}\("
+            # A stacked query: a literal closed (quote, digit or ")"), ";", then a statement
+            # with its own keywords, so that free text ("Alice; delete from list", "Status;
+            # update follows", "Meeting; select winners") stays silent.
+            rf"|['\d)]{_W}{{0,8}};{_W}{{0,8}}(?:drop{_W}{{1,8}}(?:table|database|schema|user)\b"
+            rf"|delete{_W}{{1,8}}from\b|insert{_W}{{1,8}}into\b|truncate{_W}{{1,8}}table\b"
+            rf"|update{_W}{{1,8}}\w{{1,64}}{_W}{{1,8}}set{_W}{{1,8}}\w{{1,64}}{_W}{{0,8}}="
+            rf"|select{_W}{{1,8}}(?:\*|@@\w|[^;]{{1,64}}?{_W}from\b))"
+            # MySQL/PostgreSQL need the "(" right after a built-in name; the argument is a
+            # number (or an expression for benchmark), unlike prose such as "Sleep (3)".
+            rf"|\b(?:sleep|pg_sleep)\({_W}{{0,8}}\d|\bbenchmark\({_W}{{0,8}}\d"
             rf"|\bwaitfor{_W}{{1,8}}delay{_W}{{0,8}}'",
             re.IGNORECASE,
         ),
@@ -148,12 +174,17 @@ _CLASSES: tuple[tuple[str, tuple[str, ...], re.Pattern[str]], ...] = (
         re.compile(
             rf"\$\([^)]{{1,64}}\)"
             rf"|`{_W}{{0,4}}{_CMD}\b[^`]{{0,64}}`"
-            rf"|(?:\|\|?|&&){_W}{{0,8}}{_CMD}(?:{_W}|$)"
-            # After ";" (common in free text) a command word needs a shell-looking argument.
+            # After a pipe or "&&" a command word ends the value, ends a command, or takes an
+            # argument that looks like one (option, path, variable, quote, URL; a number only
+            # for the commands that take a host or a count).
+            rf"|(?:\|\|?|&&){_W}{{0,8}}(?:{_CMD}"
+            rf"(?:{_W}{{0,8}}(?:$|[;|&#`)])|{_W}{{1,8}}(?:[-/$'\"~]|https?:|ftp:))"
+            rf"|(?:nc|ncat|ping|sleep|telnet){_W}{{1,8}}\d)"
+            # After ";" (common in free text) a command word needs a shell-looking argument,
+            # and a number is not one ("Meeting; rm 204").
             rf"|;{_W}{{0,8}}{_CMD}{_W}{{1,8}}(?:[-/$'\"~]|https?:|ftp:)"
             rf"|;{_W}{{0,8}}(?:whoami|uname)\b"
             rf"|/etc/(?:passwd|shadow)\b",
-            re.IGNORECASE,
         ),
     ),
 )
@@ -276,11 +307,13 @@ class PayloadInUserField(Detector):
     """SQL, script, shell, format-string or CRLF payloads in user-controlled request fields.
 
     Signal: after %-decoding, a precise payload pattern (module docstring) in the
-    Request-URI, From, To, Contact, P-Asserted-Identity, User-Agent, Subject, Call-ID or
-    (Proxy-)Authorization of a request. One hit per payload class and message, keyed by
-    source and class. Why: SIP strings reach SQL (CDR/registrar databases), web consoles,
-    shells and printf-style logging; SIP fuzzers (PROTOS c07-sip, VoIPER) send format
-    strings, and whatever displays or stores From/User-Agent inherits the rest.
+    Request-URI, an address header (From, To, Contact, P-Asserted-/P-Preferred-Identity,
+    Remote-Party-ID, Diversion, Refer-To, Referred-By, Reply-To), User-Agent, Subject,
+    Organization, Call-ID or (Proxy-)Authorization of a request. One hit per payload class
+    and message, keyed by source and class. Why: SIP strings reach SQL (CDR/registrar
+    databases), web consoles, shells and printf-style logging; SIP fuzzers (PROTOS c07-sip,
+    VoIPER) send format strings, and whatever displays or stores From/User-Agent inherits the
+    rest.
     Defaults' anchor: Kamailio secfilter's SQL check - what it does and what it gets wrong
     (quote characters only; O'Reilly rejected, kamailio#3984) - and the missing ET Open SIP
     SQLi rule (detection-anchors §1a, §3, §4 item 10); the ban TTL is the Kamailio default

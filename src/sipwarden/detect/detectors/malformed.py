@@ -10,57 +10,21 @@ from sipwarden.detect.base import Detector, DetectorConfig
 from sipwarden.detect.finding import Finding, RecommendedAction
 from sipwarden.detect.observation import Observation
 from sipwarden.detect.registry import register
-from sipwarden.detect.tables import SlidingWindowCounter
+from sipwarden.detect.tables import SlidingWindowCounter, TtlMap
 from sipwarden.detect.taxonomy import Severity, Threat
 from sipwarden.sip import Request, Response
 
-__all__ = ["HeaderBomb", "HeaderBombConfig", "Oversize", "OversizeConfig", "ParserDefect"]
+__all__ = [
+    "HeaderBomb",
+    "HeaderBombConfig",
+    "Oversize",
+    "OversizeConfig",
+    "ParserDefect",
+    "ParserDefectConfig",
+]
 
 
-@register
-class ParserDefect(Detector):
-    """Messages that fail to parse or break RFC 3261 / RFC 4475 rules, per source.
-
-    Signal: SipParseError, or a violation defect on a parsed message. Why: fuzzers and broken
-    or hostile stacks; Kamailio sanity rejects the same (detection-anchors.md §2.4). The engine
-    aggregates one finding per source and episode; the count is the number of bad messages.
-    Known false positives: a buggy but benign device (the allow-list covers it).
-    """
-
-    id: ClassVar[str] = "malformed.parser_defect"
-    threat: ClassVar[Threat] = Threat.MALFORMED
-
-    def observe(self, obs: Observation) -> list[Finding]:
-        if self.allowed(obs.src.ip):
-            return []
-        if obs.error is not None:
-            code, detail = obs.error.code, obs.error.detail
-        elif obs.message is not None:
-            violations = obs.message.violations
-            if not violations:
-                return []
-            code, detail = violations[0].code, violations[0].detail
-        else:
-            return []
-        return [
-            self.hit(
-                obs,
-                Severity.LOW,
-                80,
-                f"malformed SIP from {obs.src.ip}: {code} ({detail[:80]})",
-                obs.src.ip,
-                indicators={"code": code},
-                action=RecommendedAction("MONITOR"),
-            )
-        ]
-
-
-# -- messages that parse but are abusive ---------------------------------------------------------
-#
-# The parser already refuses what is beyond ParseLimits (65535-byte message, 2048-byte header
-# line, 128 headers, 70 Via hops, 512-byte Request-URI): those arrive as ``obs.error`` and are
-# ParserDefect's hits. The detectors below judge only messages that *parsed*, against the
-# stricter limits a hardened proxy enforces, so no message is reported twice.
+# -- repeat grading, shared by every malformed detector -------------------------------------------
 
 
 class _RepeatOffenderConfig(DetectorConfig):
@@ -77,8 +41,9 @@ class _RepeatOffenderConfig(DetectorConfig):
         15,
         ge=1,
         description=(
-            "Abusive messages from one source within the window that raise the hit from low "
-            "to high with a TEMP_BLOCK. Default as the AudioCodes example's alarm threshold "
+            "Distinct abusive messages from one source within the window (a byte-identical "
+            "retransmission is not counted) that raise the hit from low to high with a "
+            "TEMP_BLOCK. Default as the AudioCodes example's alarm threshold "
             "15 / 30 s (it blocks above 25); one such message alone is only a low hit."
         ),
     )
@@ -94,8 +59,9 @@ class _RepeatOffenderConfig(DetectorConfig):
         100_000,
         ge=1,
         description=(
-            "Most source IPs counted at once; the least recently seen is evicted first and "
-            "counted in evictions (its count restarts if it comes back)."
+            "Most source IPs counted at once, and most abusive messages remembered within the "
+            "window to tell retransmissions (not counted) from new messages; the least "
+            "recently seen is evicted first and counted in evictions."
         ),
     )
 
@@ -110,10 +76,23 @@ class _RepeatOffender(Detector):
         self._counts: SlidingWindowCounter[str] = SlidingWindowCounter(
             self.config.max_sources, self.config.window_s, self.config.messages_per_window
         )
+        # Hashes of (source, bytes) of the abusive messages in the window: a UDP retransmission
+        # (RFC 3261 §17.1.1.2, up to 7 copies of an INVITE in 32 s) is the same message again,
+        # so it is a hit but does not count towards the block threshold - else one call from a
+        # benign phone with a broken header would nearly reach it. A message that did not
+        # parse has no bytes in the observation and always counts.
+        self._recent: TtlMap[int, bool] = TtlMap(self.config.max_sources, self.config.window_s)
 
     def _graded_hit(self, obs: Observation, summary: str, indicators: dict[str, str]) -> Finding:
         cfg = self._repeat_cfg
-        count = self._counts.add(obs.src.ip, obs.ts)
+        message = obs.message
+        fingerprint = hash((obs.src.ip, message.raw)) if message is not None else None
+        if fingerprint is not None and self._recent.touch(fingerprint, obs.ts):
+            count = self._counts.count(obs.src.ip, obs.ts)
+        else:
+            count = self._counts.add(obs.src.ip, obs.ts)
+            if fingerprint is not None:
+                self._recent.set(fingerprint, True, obs.ts)
         indicators = {**indicators, "messages_in_window": str(count)}
         if count >= cfg.messages_per_window:
             severity, confidence = Severity.HIGH, 85
@@ -127,16 +106,73 @@ class _RepeatOffender(Detector):
 
     def advance(self, now: float) -> list[Finding]:
         self._counts.expire(now)
+        self._recent.expire(now)
         return []
 
     def next_deadline(self) -> float | None:
-        return self._counts.next_expiry()
+        deadlines = (self._counts.next_expiry(), self._recent.next_expiry())
+        return min((d for d in deadlines if d is not None), default=None)
 
     def state_size(self) -> int:
-        return self._counts.state_size()
+        return self._counts.state_size() + self._recent.state_size()
 
     def evictions(self) -> int:
-        return self._counts.evictions
+        return self._counts.evictions + self._recent.evictions
+
+
+class ParserDefectConfig(_RepeatOffenderConfig):
+    """Only the repeat grading: every malformed message is a hit."""
+
+
+@register
+class ParserDefect(_RepeatOffender):
+    """Messages that fail to parse or break RFC 3261 / RFC 4475 rules, per source.
+
+    Signal: a SipParseError (the parser refused the message, including everything beyond
+    ParseLimits), or a *violation* defect on a parsed message (sip/errors.py; tolerances such
+    as bare-LF line ends or leading CRLFs are not reported). One low hit per message, high with
+    TEMP_BLOCK once a source sends ``messages_per_window`` of them within ``window_s``.
+    Why: fuzzers and broken or hostile stacks; Kamailio sanity and the AudioCodes IDS
+    "malformed" rule reject the same (detection-anchors.md §2.4).
+    Defaults' anchor: the AudioCodes IDS example (15 malformed / 30 s, block 60 s;
+    detection-anchors.md §2.4 and §2.7 "malformed rate").
+    Known false positives: a buggy but benign device, e.g. a phone writing IPv6 addresses
+    without brackets (RFC 5118 §4.1) or ending a datagram without the empty line; it stays
+    low unless it sends 15 such messages in 30 s (the allow-list silences it).
+    """
+
+    id: ClassVar[str] = "malformed.parser_defect"
+    threat: ClassVar[Threat] = Threat.MALFORMED
+    Config: ClassVar[type[DetectorConfig]] = ParserDefectConfig
+
+    def observe(self, obs: Observation) -> list[Finding]:
+        if self.allowed(obs.src.ip):
+            return []
+        if obs.error is not None:
+            code, detail, codes = obs.error.code, obs.error.detail, obs.error.code
+        elif obs.message is not None:
+            violations = obs.message.violations
+            if not violations:
+                return []
+            code, detail = violations[0].code, violations[0].detail
+            codes = ",".join(sorted({violation.code for violation in violations}))
+        else:
+            return []
+        return [
+            self._graded_hit(
+                obs,
+                f"malformed SIP from {obs.src.ip}: {code} ({detail[:80]})",
+                {"code": code, "codes": codes},
+            )
+        ]
+
+
+# -- messages that parse but are abusive ---------------------------------------------------------
+#
+# The parser already refuses what is beyond ParseLimits (65535-byte message, 2048-byte header
+# line, 128 headers, 70 Via hops, 512-byte Request-URI): those arrive as ``obs.error`` and are
+# ParserDefect's hits. The detectors below judge only messages that *parsed*, against the
+# stricter limits a hardened proxy enforces, so no message is reported twice.
 
 
 class OversizeConfig(_RepeatOffenderConfig):
