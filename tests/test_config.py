@@ -3,10 +3,12 @@ errors that name the file and the key path."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
+import sipwarden.config as config_module
 from sipwarden.config import (
     DEFAULT_SENDER_ID,
     ConfigFileError,
@@ -201,3 +203,57 @@ def test_example_config_loads() -> None:
     assert isinstance(settings, Settings)
     assert settings.exchange.sender_id == "example-operator"
     assert all(isinstance(c, DetectorConfig) for c in settings.detectors.values())
+
+
+# -- review regressions: files that are not small regular files, hostile entries ---------------
+def test_config_that_is_a_device_or_fifo_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    fifo = tmp_path / "sipwarden.toml"
+    os.mkfifo(fifo)  # opening it for reading would wait for a writer forever
+    assert "not a regular file" in error_of(fifo)
+    assert "not a regular file" in error_of(Path("/dev/zero"))  # would read forever
+    assert str(tmp_path) in error_of(tmp_path)  # a directory
+
+
+def test_list_file_that_is_a_device_or_too_big_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    detector = '[detectors."recon.scanner_user_agent"]\n'
+    path = write(tmp_path, detector + 'allow_sources_file = "/dev/zero"\n')
+    message = error_of(path)
+    assert "allow_sources_file" in message and "not a regular file" in message
+    (tmp_path / "probes.txt").write_text("192.0.2.1\n" * 50)
+    monkeypatch.setattr(config_module, "MAX_LIST_FILE_BYTES", 100)
+    path = write(tmp_path, detector + 'allow_sources_file = "probes.txt"\n')
+    assert "larger than 100 bytes" in error_of(path)
+
+
+def test_binary_or_huge_entries_give_one_short_readable_line(tmp_path: Path) -> None:
+    """A list file that is not a list (a wrong path) is named by file and line; the quoted
+    entry is cut and its control characters escaped."""
+    (tmp_path / "wrong.txt").write_bytes(b"\x1b[2J" + b"A" * 100_000 + b"\n")
+    detector = '[detectors."recon.scanner_user_agent"]\n'
+    message = error_of(write(tmp_path, detector + 'allow_sources_file = "wrong.txt"\n'))
+    assert "wrong.txt:1" in message and "\x1b" not in message and "\\x1b" in message
+    assert len(message) < 500 and message.endswith("…")
+
+
+def test_deeply_nested_values_are_an_error_not_a_crash(tmp_path: Path) -> None:
+    # Regression: tomllib recursed until RecursionError, reported as a sipwarden bug.
+    for value in ("[" * 50_000 + "]" * 50_000, "{b=" * 50_000 + "1" + "}" * 50_000):
+        assert "nested too deeply" in error_of(write(tmp_path, f"a = {value}\n"))
+
+
+def test_inf_and_nan_are_errors_naming_the_key(tmp_path: Path) -> None:
+    # TOML allows them; an infinite window never slides, so they are refused everywhere.
+    cases = {
+        "[engine]\nepisode_gap_s = inf\n": "engine.episode_gap_s",
+        '[detectors."tdos.request_flood"]\nwindow_s = -inf\n': (
+            'detectors."tdos.request_flood".window_s'
+        ),
+        '[detectors."recon.scanner_user_agent"]\nallow_sources = [nan]\n': (
+            'detectors."recon.scanner_user_agent".allow_sources[0]'
+        ),
+    }
+    for text, key in cases.items():
+        message = error_of(write(tmp_path, text))
+        assert f": {key}: must be a finite number" in message, message

@@ -17,12 +17,21 @@ File entries follow the inline ones.
 Every error is a :class:`ConfigFileError` naming the file and the key path in TOML spelling,
 ``sipwarden.toml: detectors."tdos.request_flood".window_s: Input should be greater than 0``;
 an entry read from an ``X_file`` is named by that file and line.
+
+The config and its list files must be regular files of bounded size (:data:`MAX_CONFIG_BYTES`,
+:data:`MAX_LIST_FILE_BYTES`): a path to ``/dev/zero`` or a FIFO is an error, not a hang. An
+``X_file`` may name any readable file (operators keep shared lists elsewhere, e.g. under /etc);
+error messages quote at most :data:`_MAX_DETAIL` characters of a bad entry, control characters
+escaped, so a wrong path to a binary or huge file gives one readable line.
 """
 
 from __future__ import annotations
 
 import difflib
+import math
+import os
 import re
+import stat
 import tomllib
 import typing
 from collections.abc import Mapping, Sequence
@@ -37,6 +46,8 @@ from sipwarden.errors import ConfigError
 
 __all__ = [
     "DEFAULT_SENDER_ID",
+    "MAX_CONFIG_BYTES",
+    "MAX_LIST_FILE_BYTES",
     "ConfigFileError",
     "EventsConfig",
     "ExchangeConfig",
@@ -50,6 +61,14 @@ __all__ = [
 #: a receiver seeing it knows the sender skipped configuration.
 DEFAULT_SENDER_ID = "unconfigured"
 
+#: A config file is a few kilobytes; anything near this is a wrong path.
+MAX_CONFIG_BYTES = 1 << 20
+#: Room for operator lists such as a full IRSF range list (hundreds of thousands of prefixes,
+#: a few MB) with a wide margin.
+MAX_LIST_FILE_BYTES = 64 << 20
+_MAX_DETAIL = 300
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
 _SENDER_ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 _SECTIONS = ("engine", "detectors", "exchange", "events")
@@ -60,6 +79,9 @@ class ConfigFileError(ConfigError):
     (empty for file-level problems) and ``detail``."""
 
     def __init__(self, file: str, key: str, detail: str) -> None:
+        detail = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", detail)
+        if len(detail) > _MAX_DETAIL:
+            detail = detail[:_MAX_DETAIL] + "…"
         super().__init__(key, detail)
         self.file = file
         self.args = (f"{file}: {key}: {detail}" if key else f"{file}: {detail}",)
@@ -120,7 +142,7 @@ class Settings:
 def load_settings(path: Path) -> Settings:
     """Read and validate a TOML config file; any problem is a :class:`ConfigFileError`."""
     try:
-        raw = path.read_bytes()
+        raw = _read_regular_file(path, MAX_CONFIG_BYTES)
     except OSError as exc:
         raise ConfigFileError(str(path), "", f"cannot read: {exc.strerror or exc}") from None
     try:
@@ -130,6 +152,9 @@ def load_settings(path: Path) -> Settings:
     except tomllib.TOMLDecodeError as exc:
         # tomllib's message already says "(at line L, column C)".
         raise ConfigFileError(str(path), "", f"invalid TOML: {exc}") from None
+    except RecursionError:
+        # tomllib parses nested arrays and inline tables recursively; no config nests deeply.
+        raise ConfigFileError(str(path), "", "invalid TOML: values nested too deeply") from None
     return parse_settings(data, str(path), base_dir=path.parent)
 
 
@@ -143,6 +168,7 @@ def parse_settings(data: Mapping[str, Any], source: str, base_dir: Path | None =
                 _key_path((key,)),
                 f"unknown section; expected one of {', '.join(_SECTIONS)}",
             )
+    _reject_non_finite(data, (), source)
     engine = _validate(EngineConfig, _table(data, "engine", source), ("engine",), source)
     exchange = _validate(ExchangeConfig, _table(data, "exchange", source), ("exchange",), source)
     events = _validate(EventsConfig, _table(data, "events", source), ("events",), source)
@@ -181,6 +207,19 @@ class _FileEntries:
 
 #: field name -> its entries read from a file
 _Origins = dict[str, _FileEntries]
+
+
+def _reject_non_finite(value: Any, path: tuple[str | int, ...], source: str) -> None:
+    """TOML has ``inf`` and ``nan``; no window, rate or size means either (an infinite window
+    never slides), so both are errors wherever they appear."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigFileError(source, _key_path(path), f"must be a finite number, not {value}")
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _reject_non_finite(item, (*path, str(key)), source)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _reject_non_finite(item, (*path, index), source)
 
 
 def _table(data: Mapping[str, Any], name: str, source: str) -> dict[str, Any]:
@@ -271,7 +310,7 @@ def _read_list_files(
             raise ConfigFileError(source, key_path, "needs a config file to be relative to")
         list_path = base_dir / value
         try:
-            text = list_path.read_text(encoding="utf-8")
+            text = _read_regular_file(list_path, MAX_LIST_FILE_BYTES).decode("utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
             raise ConfigFileError(source, key_path, f"cannot read {list_path}: {why}") from None
@@ -300,6 +339,22 @@ def _read_list_files(
         origins[name] = entries
         del result[key]
     return result, origins
+
+
+def _read_regular_file(path: Path, limit: int) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes; otherwise OSError with a
+    ``strerror`` saying why (checked on the open file, so a swap after the check is seen).
+    Opened non-blocking: opening a FIFO would otherwise wait for a writer."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as handle:
+        mode = os.fstat(handle.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a directory" if stat.S_ISDIR(mode) else "a device, FIFO or socket"
+            raise OSError(0, f"not a regular file ({kind})")
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(0, f"larger than {limit} bytes")
+    return data
 
 
 def _file_lines(text: str) -> list[tuple[int, str]]:

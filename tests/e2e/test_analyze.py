@@ -12,9 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from sipwarden.cli.analyze import _write_all
+from sipwarden.errors import InputError
 from tests.conftest import REPO, need_shared
 
 CAPTURE = REPO / "examples" / "captures" / "sipvicious-svmap-lbnl.pcap"
+
+
+ANALYZE = (sys.executable, "-m", "sipwarden", "analyze")
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -203,3 +208,136 @@ def test_progress_bar_is_drawn_on_a_terminal(tmp_path: Path) -> None:
     text = drawn.decode("utf-8", "replace")
     assert CAPTURE.name in text and "12.1/12.1 kB" in text
     assert json.loads(out.read_text())["stats"]["sip_messages"] == 26
+
+
+# -- review regressions: outputs written whole, hostile names, one event per subject ------------
+def test_a_failed_run_leaves_no_report_and_keeps_the_old_one(tmp_path: Path) -> None:
+    """Reports are written to a temporary file and renamed: a run that fails on a corrupt
+    capture leaves the previous report as it was and no partial or temporary file."""
+    corrupt = tmp_path / "cut.pcap"
+    # A record header announcing 4 GB: the reader stops with an error naming the frame.
+    corrupt.write_bytes(CAPTURE.read_bytes() + b"\0" * 8 + b"\xf0\xff\xff\xff" * 2)
+    out, events = tmp_path / "report.json", tmp_path / "events.jsonl"
+    out.write_text("previous report\n")
+    result = run(
+        str(CAPTURE), str(corrupt), "-f", "json", "-o", str(out), "--events-out", str(events)
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "cut.pcap" in result.stderr
+    assert out.read_text() == "previous report\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.pcap", "report.json"]
+
+
+def test_every_format_writes_whole_files_with_ordinary_permissions(tmp_path: Path) -> None:
+    for fmt in ("table", "json", "jsonl", "html"):
+        out = tmp_path / f"r.{fmt}"
+        result = run(str(CAPTURE), "-f", fmt, "-o", str(out))
+        assert result.returncode == 0 and result.stdout == "", (fmt, result.stderr)
+        assert out.stat().st_mode & 0o044 == (0o044 & ~_umask()), fmt  # not mkstemp's 0600
+        text = out.read_text()
+        assert "\x1b[" not in text, fmt  # no colour codes in a file
+        assert "recon.scanner_user_agent" in text, fmt
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_out_and_events_out_may_not_be_one_file(tmp_path: Path) -> None:
+    target = tmp_path / "x.json"
+    result = run(str(CAPTURE), "-f", "json", "-o", str(target), "--events-out", str(target))
+    assert result.returncode == 2 and "same file" in result.stderr and not target.exists()
+
+
+def test_a_device_target_is_written_in_place() -> None:
+    """/dev/stdout cannot be renamed over; it is written directly."""
+    result = run(str(CAPTURE), "-f", "jsonl", "-o", "/dev/stdout")
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 26
+
+
+def test_a_fifo_target_is_not_opened_before_the_analysis(tmp_path: Path) -> None:
+    """Checking that a FIFO is writable must not open it (that waits for a reader): the run
+    reaches the analysis, and then writes to whoever reads the FIFO."""
+    fifo = tmp_path / "events.fifo"
+    os.mkfifo(fifo)
+    with subprocess.Popen(
+        [*ANALYZE, str(CAPTURE), "-f", "jsonl", "--events-out", str(fifo)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    ) as process:
+        with fifo.open("rb") as reader:  # blocks until the run opens its end
+            events = reader.read()
+        assert process.wait(timeout=120) == 0
+    assert events.count(b"\n") == 26
+
+
+def test_rich_markup_in_wire_strings_cannot_break_the_table(tmp_path: Path) -> None:
+    """A User-Agent quoted in a summary is shown as written, not parsed as rich markup (a
+    ``[/x]`` aborted the report) nor sent to the terminal as an escape sequence."""
+    capture = tmp_path / "hostile.pcap"
+    data = CAPTURE.read_bytes()
+    agent = b"friendly-scanner"
+    assert agent in data
+    # Same length, so the pcap record lengths stay right.
+    capture.write_bytes(data.replace(agent, b"[/x]\x1b[2Jsipvicio", 1))
+    result = run(str(capture), "-f", "table")
+    assert result.returncode == 0, result.stderr
+    assert "\x1b" not in result.stdout and "[/x]\\x1b[2J" in result.stdout
+
+
+def test_findings_about_one_attacker_share_events(tmp_path: Path) -> None:
+    """svcrack trips nonce reuse and brute force on one source: peers get one
+    REGISTRATION_BRUTE_FORCE event for it, not one per detector."""
+    capture = REPO / "examples" / "captures" / "sipvicious-svcrack-loopback.pcap"
+    events = tmp_path / "events.jsonl"
+    assert run(str(capture), "-f", "jsonl", "--events-out", str(events)).returncode == 0
+    messages = [json.loads(line) for line in events.read_text().splitlines()]
+    kinds = Counter(m["event"]["event_type"] for m in messages)
+    assert kinds == {"SIP_SCAN": 1, "REGISTRATION_BRUTE_FORCE": 1, "SIP_FLOOD": 1}
+    [brute] = [m for m in messages if m["event"]["event_type"] == "REGISTRATION_BRUTE_FORCE"]
+    assert brute["event"]["evidence"]["detection_method"] == (
+        "credential.nonce_reuse+credential.registration_brute_force"
+    )
+    for m in messages:
+        assert m["timestamp_utc"] >= m["event"]["last_seen_utc"][:19] + "Z"
+
+
+def test_read_only_report_and_capture_as_output_are_refused(tmp_path: Path) -> None:
+    locked = tmp_path / "locked.json"
+    locked.write_text("keep\n")
+    locked.chmod(0o444)
+    if os.access(locked, os.W_OK):  # root ignores permissions
+        pytest.skip("running as root")
+    result = run(str(CAPTURE), "-f", "json", "-o", str(locked))
+    assert result.returncode == 2 and "Permission denied" in result.stderr
+    assert locked.read_text() == "keep\n"
+
+
+def test_a_capture_is_never_overwritten_by_a_report(tmp_path: Path) -> None:
+    capture = tmp_path / "c.pcap"
+    capture.write_bytes(CAPTURE.read_bytes())
+    for option in ("--out", "--events-out"):
+        result = run(str(capture), "-f", "json", option, str(capture))
+        assert result.returncode == 2 and "is one of the captures" in result.stderr
+    assert capture.read_bytes() == CAPTURE.read_bytes()
+
+
+def test_a_symlinked_report_replaces_the_file_it_points_to(tmp_path: Path) -> None:
+    dated = tmp_path / "report-2026-11-27.json"
+    dated.write_text("old\n")
+    latest = tmp_path / "latest.json"
+    latest.symlink_to(dated.name)
+    assert run(str(CAPTURE), "-f", "json", "-o", str(latest)).returncode == 0
+    assert latest.is_symlink() and json.loads(dated.read_text())["stats"]["sip_messages"] == 26
+
+
+def test_a_write_failure_leaves_no_file_and_names_the_target(tmp_path: Path) -> None:
+    first, second = tmp_path / "a.json", tmp_path / "gone" / "b.jsonl"
+    with pytest.raises(InputError) as info:
+        _write_all([(first, "a\n"), (second, "b\n")])
+    assert str(second) in str(info.value) and "cannot write" in str(info.value)
+    assert list(tmp_path.iterdir()) == []

@@ -4,6 +4,7 @@ data only where the event needs it, actions made schema-valid, stable ids."""
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from sipwarden.net import Endpoint
 from sipwarden.output.document import AnalysisStats, analysis_document
 from sipwarden.output.events import (
     DEFAULT_ACTION_TTL_S,
+    DEFAULT_MERGE_GAP_S,
     event_type,
     events_from_findings,
     finding_event,
@@ -43,18 +45,21 @@ def finding(
     source: str | None = "192.0.2.10",
     target: Target | None = None,
     frames: tuple[int, ...] = (3, 7),
+    start: float = T0,
+    confidence: int = 80,
+    count: int = 4,
 ) -> Finding:
     threat = Threat(detector.partition(".")[0])
     return Finding(
         detector,
         threat,
         severity,
-        80,
+        confidence,
         f"{detector} test finding",
         "key",
-        T0,
-        T0 + 5,
-        count=4,
+        start,
+        start + 5,
+        count=count,
         source=Endpoint(source, 5060) if source else None,
         target=target,
         indicators=indicators or {},
@@ -168,7 +173,7 @@ def test_conventions_section_4_shape_and_fields() -> None:
     message = finding_event(f, "operator-a")
     assert message == {
         "message_id": f"fs38-20260410-{f.id.removeprefix('f-')}",
-        "timestamp_utc": "2026-04-10T12:35:01Z",
+        "timestamp_utc": "2026-04-10T12:35:02Z",  # last_seen rounded up, never before it
         "schema_version": "1.0",
         "sender_id": "operator-a",
         "event": {
@@ -309,7 +314,11 @@ def test_actions_are_made_schema_valid(
 
 
 def test_min_severity_selects_findings() -> None:
-    findings = [finding("tdos.request_flood", severity=s) for s in Severity]
+    # One source each: findings about one source would share one event.
+    findings = [
+        finding("tdos.request_flood", severity=s, source=f"192.0.2.{n}")
+        for n, s in enumerate(Severity, start=1)
+    ]
     assert len(events_from_findings(findings, "op-a")) == 3  # medium, high, critical
     assert len(events_from_findings(findings, "op-a", Severity.INFO)) == 5
     info = events_from_findings(findings, "op-a", Severity.INFO)[0]
@@ -367,3 +376,128 @@ def test_any_finding_gives_a_schema_valid_event_or_none(
     message = finding_event(f, "op-a")
     if message is not None:
         check_schema_rules(message)
+
+
+# -- regressions and de-duplication -----------------------------------------------------------
+def test_timestamp_is_never_before_last_seen() -> None:
+    # Regression: timestamp_utc was last_seen cut to the second, so 12:35:01Z < 12:35:01.123Z
+    # and receivers checking last_seen_utc <= timestamp_utc (§A.1) rejected the message.
+    for start in (T0, float(int(T0))):
+        message = finding_event(finding("tdos.request_flood", start=start), "op-a")
+        assert message is not None
+        stamped = datetime.fromisoformat(message["timestamp_utc"])
+        assert stamped >= datetime.fromisoformat(message["event"]["last_seen_utc"])
+        assert stamped.timestamp() - (start + 5) < 1
+
+
+def test_finding_without_a_subject_gives_no_event() -> None:
+    # Regression: a finding with no address, subscriber or number gave an event without
+    # indicators, which the schema's anyOf rejects.
+    for detector in ("malformed.parser_defect", "identity_takeover.binding_change"):
+        assert finding_event(finding(detector, source=None), "op-a") is None
+    assert events_from_findings([finding("recon.host_sweep", source=None)], "op-a") == []
+    # A network attack needs an address: a user agent alone does not do.
+    lone_agent = finding(
+        "credential.distributed_brute_force", source=None, indicators={"user_agent": "x"}
+    )
+    assert finding_event(lone_agent, "op-a") is None
+
+
+def test_two_detectors_on_one_scanner_give_one_event() -> None:
+    by_ua = finding(
+        "recon.scanner_user_agent",
+        indicators={"user_agent": "friendly-scanner"},
+        action=RecommendedAction("TEMP_BLOCK", 3600),
+        count=24,
+        confidence=90,
+    )
+    by_shape = finding(
+        "recon.scanner_fingerprint",
+        start=T0 + 2,
+        action=RecommendedAction("MONITOR", 600),
+        severity=Severity.MEDIUM,
+        count=20,
+        frames=(7, 9),
+    )
+    [message] = events_from_findings([by_ua, by_shape], "op-a")
+    check_schema_rules(message)
+    event = message["event"]
+    assert event["event_type"] == "SIP_SCAN"
+    assert event["confidence_score"] == 90 and event["severity"] == "high"
+    assert event["first_seen_utc"] == "2026-04-10T12:34:56.123Z"
+    assert event["last_seen_utc"] == "2026-04-10T12:35:03.123Z"
+    assert message["timestamp_utc"] == "2026-04-10T12:35:04Z"
+    assert [i["type"] for i in event["indicators"]] == ["ipv4", "user_agent"]
+    evidence = event["evidence"]
+    assert evidence["detection_method"] == "recon.scanner_user_agent+recon.scanner_fingerprint"
+    assert evidence["detector_id"] == "recon.scanner_user_agent"
+    assert evidence["observations"] == 24  # same packets seen twice: the larger count
+    assert evidence["summary"] == (
+        "2 findings by recon.scanner_user_agent, recon.scanner_fingerprint"
+    )
+    assert evidence["log_refs"][:2] == [by_ua.id, by_shape.id]
+    assert evidence["log_refs"].count("frame:7") == 1
+    assert message["recommended_action"] == {
+        "action_code": "TEMP_BLOCK",
+        "suggested_ttl_seconds": 3600,
+    }
+    assert message["message_id"] == finding_event(by_ua, "op-a")["message_id"]  # type: ignore[index]
+
+
+def test_one_detectors_episodes_close_together_add_up() -> None:
+    parts = [finding("credential.registration_brute_force", start=T0 + n * 60) for n in range(3)]
+    [message] = events_from_findings(parts, "op-a")
+    assert message["event"]["evidence"]["observations"] == 12
+    assert message["event"]["evidence"]["detection_method"] == "credential.registration_brute_force"
+    assert "summary" not in message["event"]["evidence"]
+
+
+def test_detector_ids_too_long_to_join_keep_the_first_as_method() -> None:
+    a = finding("unauthorized.unauthenticated_call_accepted")
+    b = finding("toll_fraud.sequential_dialing", start=T0 + 1)
+    [message] = events_from_findings([a, b], "op-a")
+    evidence = message["event"]["evidence"]
+    assert evidence["detection_method"] == "unauthorized.unauthenticated_call_accepted"
+    assert "toll_fraud.sequential_dialing" in evidence["summary"]
+    check_schema_rules(message)
+
+
+def test_events_split_by_subject_type_and_gap() -> None:
+    a = finding("recon.scanner_user_agent")
+    other_source = finding("recon.scanner_user_agent", source="192.0.2.99")
+    other_type = finding("recon.extension_enumeration")
+    # Sightings exactly merge_gap_s apart still merge; one second more starts a new episode.
+    touching = finding("recon.scanner_user_agent", start=T0 + 5 + DEFAULT_MERGE_GAP_S)
+    assert len(events_from_findings([a, other_source, other_type, touching], "op-a")) == 3
+    later = finding("recon.scanner_user_agent", start=T0 + 6 + DEFAULT_MERGE_GAP_S)
+    assert len(events_from_findings([a, later], "op-a")) == 2
+    assert len(events_from_findings([a, later], "op-a", merge_gap_s=3600)) == 1
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    picks=st.lists(
+        st.tuples(
+            st.sampled_from(sorted(DETECTORS)),
+            st.sampled_from(["192.0.2.1", "192.0.2.2", "2001:db8::1", None]),
+            st.integers(min_value=0, max_value=2000),
+            st.sampled_from(["MONITOR", "TEMP_BLOCK", "RATE_LIMIT", "BLOCK", "NONE"]),
+            st.sampled_from([{}, {"e164": "+447700900123"}, {"user_agent": "sipvicious"}]),
+        ),
+        max_size=12,
+    )
+)
+def test_merged_events_stay_schema_valid_and_one_per_subject_episode(
+    picks: list[tuple[str, str | None, int, str, dict[str, str]]],
+) -> None:
+    findings = [
+        finding(d, source=ip, start=T0 + t, action=RecommendedAction(code), indicators=ind)
+        for d, ip, t, code, ind in picks
+    ]
+    events = events_from_findings(findings, "op-a", Severity.INFO)
+    singles = [e for f in findings if (e := finding_event(f, "op-a")) is not None]
+    assert len(events) <= len(singles)
+    assert sum(len(e["event"]["evidence"]["log_refs"]) > 0 for e in events) == len(events)
+    for message in events:
+        check_schema_rules(message)
+        assert message["event"]["first_seen_utc"] <= message["event"]["last_seen_utc"]

@@ -205,3 +205,25 @@ def test_stats_feed_the_histogram() -> None:
     stats = stats_for([T0, T0 + 0.5, T0 + 2])
     assert sum(n for _, n in stats.histogram.buckets()) == 3
     assert "histogram" not in stats.to_json()  # the §3 document keeps its shape
+
+
+def test_every_threat_family_gets_its_timeline_row_and_section() -> None:
+    by_family = {
+        "tdos": "tdos.request_flood",
+        "recon": "recon.host_sweep",
+        "credential": "credential.password_spray",
+        "unauthorized": "unauthorized.open_relay",
+        "toll_fraud": "toll_fraud.destination_risk",
+        "wangiri": "wangiri.ring_and_cancel",
+        "spoofing": "spoofing.identity_mismatch",
+        "identity_takeover": "identity_takeover.binding_change",
+        "malformed": "malformed.parser_defect",
+        "injection": "injection.payload_in_user_field",
+        "disclosure": "disclosure.version_string",
+    }
+    assert set(by_family) == {t.value for t in Threat}
+    findings = [finding(d, ts=T0 + n) for n, d in enumerate(by_family.values())]
+    page = html_report(["c.pcap"], stats_for([T0, T0 + 20]), findings)
+    for family, detector in by_family.items():
+        assert f">{family}</text>" in page and f"<code>{detector}</code> " in page
+    assert page.count('<section class="finding"') == len(Threat)

@@ -6,6 +6,11 @@ derived from the findings (conventions.md §4), one per line. ``--config FILE`` 
 (``sipwarden.config``; example in examples/sipwarden.toml). ``--fail-on SEVERITY`` exits 1 when
 a finding at or above it is found (for CI gates). A progress bar (bytes per capture) is drawn
 only when stderr is a terminal; pipes and CI logs stay quiet.
+
+Output files are written whole or not at all: each report goes to a temporary file next to its
+target and is renamed over it only when every report is complete, so a failed run never leaves a
+truncated report that looks finished. (Targets that are not regular files - ``/dev/stdout``, a
+FIFO - are written directly: they cannot be renamed over.)
 """
 
 from __future__ import annotations
@@ -13,7 +18,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+import stat
 import sys
+import tempfile
 from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
@@ -21,6 +29,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from sipwarden.errors import InputError
 
@@ -85,16 +94,24 @@ def analyze_command(
     from sipwarden.output.events import events_from_findings  # noqa: PLC0415
 
     settings = load_settings(config) if config is not None else Settings()
+    targets = [t for t in (out, events_out) if t is not None]
+    if out is not None and events_out is not None and _same_file(out, events_out):
+        raise InputError(str(events_out), "--out and --events-out name the same file")
+    for target in targets:
+        if any(_same_file(target, capture) for capture in captures):
+            raise InputError(str(target), "is one of the captures; it would be overwritten")
     # Fail on an unwritable output before minutes of analysis, not after.
-    for target in (out, events_out):
-        if target is not None:
-            _check_writable(target)
+    for target in targets:
+        _check_writable(target)
     engine = Engine(settings.build_detectors(), settings.engine)
     stats = AnalysisStats()
     source_stats = _run(captures, engine, stats)
     findings = engine.finish()
     events = events_from_findings(
-        findings, settings.exchange.sender_id, settings.events.min_severity
+        findings,
+        settings.exchange.sender_id,
+        settings.events.min_severity,
+        merge_gap_s=settings.engine.episode_gap_s,
     )
     extra = {
         "bad_frames": sum(
@@ -103,8 +120,12 @@ def analyze_command(
         "state_evictions": engine.evictions(),
     }
     inputs = [str(c) for c in captures]
+    files: list[tuple[Path, str]] = []
     if output_format is Format.table:
-        _write_table(out, findings, stats, len(captures), len(events))
+        if out is None:
+            _print_table(findings, stats, len(captures), len(events))
+        else:
+            files.append((out, _table_text(findings, stats, len(captures), len(events))))
     else:
         if output_format is Format.json:
             doc = analysis_document(inputs, stats, findings, extra, events)
@@ -116,13 +137,16 @@ def analyze_command(
 
             text = html_report(inputs, stats, findings, len(events), extra)
         if out is not None:
-            _write(out, text)
+            files.append((out, text))
         else:
             sys.stdout.flush()
             sys.stdout.buffer.write(_utf8(text))
             sys.stdout.buffer.flush()
     if events_out is not None:
-        _write(events_out, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in events))
+        files.append(
+            (events_out, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in events))
+        )
+    _write_all(files)
     if fail_on is not FailOn.never:
         threshold = Severity(fail_on.value).rank
         if any(f.severity.rank >= threshold for f in findings):
@@ -181,7 +205,8 @@ class _Bar:
             total = capture.stat().st_size
         except OSError:
             total = 0  # the reader reports the real problem with the file's name
-        task = self.progress.add_task(capture.name, total=total or None)
+        # The description is rich markup: a file named "[/x].pcap" must not abort the run.
+        task = self.progress.add_task(escape(capture.name), total=total or None)
         self._totals[task] = total
         return task
 
@@ -203,13 +228,44 @@ def _progress(console: Console) -> Iterator[_Bar | None]:
         yield bar
 
 
-def _check_writable(path: Path) -> None:
-    existed = path.exists()
+def _is_special(path: Path) -> bool:
+    """An existing target that is not a regular file (a device such as /dev/stdout, a FIFO):
+    written in place, as a temporary file cannot be renamed over it."""
     try:
-        with path.open("a", encoding="utf-8"):
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+
+
+def _real(path: Path) -> Path:
+    """Where a report lands: through a symlink (``latest.json`` -> a dated report), the file
+    it points to is replaced, not the link."""
+    return Path(os.path.realpath(path))
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() and not _is_special(a)
+    except OSError:
+        return False
+
+
+def _check_writable(path: Path) -> None:
+    """The target can be replaced: it is not a directory and its directory takes a new file
+    (the temporary file the report is written to), or it is a writable device/FIFO. Never
+    opens the target itself - opening a FIFO would wait for a reader."""
+    if path.is_dir():
+        raise InputError(str(path), "cannot write: Is a directory")
+    if path.exists() and not os.access(path, os.W_OK):
+        # Renaming over a read-only report would succeed; refuse as `cp` does.
+        raise InputError(str(path), "cannot write: Permission denied")
+    if _is_special(path):
+        return
+    real = _real(path)
+    try:
+        with tempfile.NamedTemporaryFile(dir=real.parent, prefix=f".{real.name}.", delete=True):
             pass
-        if not existed:
-            path.unlink()
     except OSError as exc:
         raise InputError(str(path), f"cannot write: {exc.strerror or exc}") from None
 
@@ -220,34 +276,67 @@ def _utf8(text: str) -> bytes:
     return text.encode("utf-8", "backslashreplace")
 
 
-def _write(path: Path, text: str) -> None:
+def _write_all(files: list[tuple[Path, str]]) -> None:
+    """Write every report to a temporary file beside its target, then rename them all into
+    place; on any error remove the temporary files and name the target that failed."""
+    pending: list[tuple[str, Path]] = []
+    current = files[0][0] if files else Path()
     try:
-        path.write_bytes(_utf8(text))
+        for current, text in files:
+            if _is_special(current):
+                continue
+            real = _real(current)
+            fd, temp = tempfile.mkstemp(dir=real.parent, prefix=f".{real.name}.", suffix=".tmp")
+            pending.append((temp, real))
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(_utf8(text))
+            os.chmod(temp, _file_mode(real))
+        for current, text in files:
+            if _is_special(current):
+                with current.open("wb") as handle:
+                    handle.write(_utf8(text))
+        for temp, real in pending:
+            current = real
+            os.replace(temp, real)
     except OSError as exc:
-        raise InputError(str(path), f"cannot write: {exc.strerror or exc}") from None
+        for temp, _ in pending:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+        raise InputError(str(current), f"cannot write: {exc.strerror or exc}") from None
 
 
-def _write_table(
-    out: Path | None, findings: list[Any], stats: AnalysisStats, captures: int, events: int
+def _file_mode(path: Path) -> int:
+    """An existing report keeps its permissions; a new one gets the usual 0666 less umask
+    (mkstemp's 0600 would surprise whoever reads reports)."""
+    with contextlib.suppress(OSError):
+        return stat.S_IMODE(path.stat().st_mode)
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _table_text(findings: list[Any], stats: AnalysisStats, captures: int, events: int) -> str:
+    buffer = io.StringIO()
+    # A file gets room for whole detector ids and no colour codes.
+    _render_table(Console(file=buffer, width=160), findings, stats, captures, events)
+    return buffer.getvalue()
+
+
+def _print_table(findings: list[Any], stats: AnalysisStats, captures: int, events: int) -> None:
+    # A terminal gets its own width; a pipe gets room for whole detector ids.
+    width = None if sys.stdout.isatty() else 160
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="backslashreplace")  # see _utf8
+    _render_table(Console(file=sys.stdout, width=width), findings, stats, captures, events)
+
+
+def _render_table(
+    console: Console, findings: list[Any], stats: AnalysisStats, captures: int, events: int
 ) -> None:
     from sipwarden.output.table import findings_table  # noqa: PLC0415
 
-    # A terminal gets its own width; a pipe or file gets room for whole detector ids.
-    width = None if out is None and sys.stdout.isatty() else 160
-    try:
-        handle_cm = (
-            out.open("w", encoding="utf-8", errors="backslashreplace")
-            if out
-            else contextlib.nullcontext()
-        )
-    except OSError as exc:
-        raise InputError(str(out), f"cannot write: {exc.strerror or exc}") from None
-    if out is None and isinstance(sys.stdout, io.TextIOWrapper):
-        sys.stdout.reconfigure(errors="backslashreplace")  # see _utf8
-    with handle_cm as handle:
-        console = Console(file=handle or sys.stdout, width=width)
-        console.print(findings_table(findings, f"sipwarden: {len(findings)} findings"))
-        console.print(
-            f"{stats.sip_messages} SIP messages in {stats.packets} frames, "
-            f"{stats.malformed} malformed, from {captures} capture(s); {events} FS.38 event(s)"
-        )
+    console.print(findings_table(findings, f"sipwarden: {len(findings)} findings"))
+    console.print(
+        f"{stats.sip_messages} SIP messages in {stats.packets} frames, "
+        f"{stats.malformed} malformed, from {captures} capture(s); {events} FS.38 event(s)"
+    )

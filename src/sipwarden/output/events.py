@@ -30,10 +30,23 @@ numbers appear as indicators only for number-fraud events (IRSF, premium rate, w
 fraud), where the number *is* the intelligence. Call-IDs, summaries and the target of a TDoS
 (a victim's number) are never copied into events.
 
-The message is deterministic: ``message_id`` derives from the finding id and ``timestamp_utc``
-is the finding's last packet time, so re-running a capture gives byte-identical events. (A
-live exchange client that pushes them re-stamps ``timestamp_utc`` at send time: peers reject
-pushes older than their replay window, exchange-stir-diameter.md §A.4 R4.)
+One event per subject per episode: findings that give the same event type about the same
+subject (the source or target address, else the subscriber, else the numbers) and whose sightings
+are at most ``merge_gap_s`` apart become one event - e.g. ``recon.scanner_user_agent`` and
+``recon.scanner_fingerprint`` on one scanner give one SIP_SCAN, not two. The event spans all of
+them: earliest first sight, latest last sight, the highest confidence and severity, the union of
+indicators and log refs, the strongest recommended action; ``detection_method`` joins the
+detector ids with ``+`` (the schema allows it) when they fit its 64 characters, and the evidence
+``summary`` names them all; ``observations`` adds a detector's episodes but takes the largest
+across detectors (they count the same packets).
+
+The message is deterministic: ``message_id`` derives from the (first) finding id and
+``timestamp_utc`` is the last packet time rounded up to the second (receivers check
+``last_seen_utc <= timestamp_utc``, §A.1), so re-running a capture gives byte-identical events.
+(A live exchange client that pushes them re-stamps ``timestamp_utc`` at send time: peers reject
+pushes older than their replay window, exchange-stir-diameter.md §A.4 R4.) A finding that names
+no subject a peer could match (no address, subscriber or number) gives no event: the schema
+requires one.
 
 Actions are made schema-valid: a time-bounded action without a TTL gets
 :data:`DEFAULT_ACTION_TTL_S`, TTLs are clamped to 60 s-30 d, and a RATE_LIMIT whose finding does
@@ -43,28 +56,63 @@ not say which rate was too much becomes MONITOR rather than carrying an invented
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from sipwarden.detect.finding import Finding, RecommendedAction
 from sipwarden.detect.taxonomy import Severity, Threat
 
-__all__ = ["DEFAULT_ACTION_TTL_S", "event_type", "events_from_findings", "finding_event"]
+__all__ = [
+    "DEFAULT_ACTION_TTL_S",
+    "DEFAULT_MERGE_GAP_S",
+    "event_type",
+    "events_from_findings",
+    "finding_event",
+]
 
 #: TTL given to time-bounded actions (MONITOR, TEMP_BLOCK, ...) that a detector left without
 #: one; the schema requires it. 3600 s as the FS.38 example message (conventions.md §4).
 DEFAULT_ACTION_TTL_S = 3600
 
+#: Findings about one subject whose sightings are at most this far apart share one event. 300 s,
+#: the engine's default ``episode_gap_s`` (one episode per detector); the CLI passes the
+#: configured value.
+DEFAULT_MERGE_GAP_S = 300.0
+
 _TTL_MIN_S, _TTL_MAX_S = 60, 2_592_000  # schema 1.0 bounds on suggested_ttl_seconds
 _NEEDS_TTL = {"MONITOR", "CHALLENGE", "RATE_LIMIT", "RESTRICT_SERVICE", "TEMP_BLOCK"}
-_ACTIONS = {*_NEEDS_TTL, "NONE", "INVESTIGATE", "BLOCK"}
+#: Weakest to strongest (exchange-stir-diameter.md §A.2 action table): a merged event carries the
+#: strongest of its findings' actions.
+_ACTION_ORDER = (
+    "NONE",
+    "MONITOR",
+    "INVESTIGATE",
+    "CHALLENGE",
+    "RATE_LIMIT",
+    "RESTRICT_SERVICE",
+    "TEMP_BLOCK",
+    "BLOCK",
+)
+_ACTIONS = set(_ACTION_ORDER)
+_DETECTION_METHOD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{1,63}$")
+_SEVERITY_RANK = {s.value: s.rank for s in Severity}
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 _E164_PREFIX = re.compile(r"^\+[1-9][0-9]{0,13}$")
 _IMSI = re.compile(r"^[0-9]{14,15}$")
 _LOG_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
 _USER_AGENT = re.compile(r"^[ -~]{1,256}$")
+#: Network-attack types the schema requires an address indicator for (§A.1 allOf).
+_ADDRESS_EVENTS = {
+    "SIP_SCAN",
+    "EXTENSION_ENUMERATION",
+    "REGISTRATION_BRUTE_FORCE",
+    "TDOS",
+    "SIP_FLOOD",
+}
 _NUMBER_EVENTS = {"IRSF", "PREMIUM_RATE_FRAUD", "WANGIRI", "TOLL_FRAUD", "TRAFFIC_PUMPING"}
 _CALLER_KEYS = {"caller", "calling_number", "from_user", "asserted_identity"}
 _MAX_LOG_REFS = 50
@@ -115,6 +163,8 @@ def finding_event(finding: Finding, sender_id: str) -> dict[str, Any] | None:
     event["first_seen_utc"] = _utc(finding.first_seen)
     event["last_seen_utc"] = _utc(finding.last_seen)
     indicators = _indicators(finding, kind)
+    if not _has_subject(kind, event, indicators):
+        return None  # nothing a peer could match; the schema requires a subject
     if indicators:
         event["indicators"] = indicators
     event["evidence"] = {
@@ -125,7 +175,7 @@ def finding_event(finding: Finding, sender_id: str) -> dict[str, Any] | None:
     }
     return {
         "message_id": _message_id(finding),
-        "timestamp_utc": _utc(finding.last_seen, fraction=False),
+        "timestamp_utc": _utc(math.ceil(finding.last_seen), fraction=False),
         "schema_version": "1.0",
         "sender_id": sender_id,
         "event": event,
@@ -133,18 +183,102 @@ def finding_event(finding: Finding, sender_id: str) -> dict[str, Any] | None:
     }
 
 
+def _has_subject(kind: str, event: dict[str, Any], indicators: list[dict[str, str]]) -> bool:
+    """Whether the event names what the schema requires: an address for network attacks,
+    else any indicator or a subscriber (number-fraud types are chosen only with a number)."""
+    if kind in _ADDRESS_EVENTS:
+        return any(i["type"] in ("ipv4", "ipv6", "cidr") for i in indicators)
+    return bool(indicators) or "msisdn" in event or "imsi" in event
+
+
 def events_from_findings(
-    findings: Iterable[Finding], sender_id: str, min_severity: Severity = Severity.MEDIUM
+    findings: Iterable[Finding],
+    sender_id: str,
+    min_severity: Severity = Severity.MEDIUM,
+    merge_gap_s: float = DEFAULT_MERGE_GAP_S,
 ) -> list[dict[str, Any]]:
-    """Events for the findings at or above ``min_severity``, in the findings' order."""
-    events = []
-    for finding in findings:
-        if finding.severity.rank < min_severity.rank:
-            continue
+    """Events for the findings at or above ``min_severity``, one per subject per episode
+    (module docstring), in the order of each episode's first finding."""
+    episodes: list[list[tuple[Finding, dict[str, Any]]]] = []
+    #: subject -> (its latest episode, that episode's last sight)
+    latest: dict[tuple[Any, ...], tuple[list[tuple[Finding, dict[str, Any]]], float]] = {}
+    selected = [f for f in findings if f.severity.rank >= min_severity.rank]
+    for finding in sorted(selected, key=lambda f: f.first_seen):
         event = finding_event(finding, sender_id)
-        if event is not None:
-            events.append(event)
-    return events
+        if event is None:
+            continue
+        subject = _subject(event["event"])
+        episode, last_seen = latest.get(subject, (None, 0.0))
+        if episode is None or finding.first_seen - last_seen > merge_gap_s:
+            episode, last_seen = [], finding.last_seen
+            episodes.append(episode)
+        episode.append((finding, event))
+        latest[subject] = (episode, max(last_seen, finding.last_seen))
+    return [_merged(episode) for episode in episodes]
+
+
+def _subject(event: dict[str, Any]) -> tuple[Any, ...]:
+    """What an event is about: its type and addresses, else its subscriber, else its other
+    indicators (numbers). User agents are not a subject - one scanner changes them."""
+    indicators = event.get("indicators", [])
+    addresses = tuple(
+        (i["value"], i["role"]) for i in indicators if i["type"] in ("ipv4", "ipv6", "cidr")
+    )
+    if addresses:
+        return (event["event_type"], addresses)
+    if "msisdn" in event or "imsi" in event:
+        return (event["event_type"], event.get("msisdn"), event.get("imsi"))
+    return (
+        event["event_type"],
+        tuple((i["type"], i["value"]) for i in indicators if i["type"] != "user_agent"),
+    )
+
+
+def _merged(episode: Sequence[tuple[Finding, dict[str, Any]]]) -> dict[str, Any]:
+    """One message for findings about one subject (module docstring); a single finding's
+    message unchanged."""
+    first = dict(episode[0][1])
+    if len(episode) == 1:
+        return first
+    findings = [f for f, _ in episode]
+    bodies = [e["event"] for _, e in episode]
+    event = dict(first["event"])
+    event["confidence_score"] = max(b["confidence_score"] for b in bodies)
+    severities = [b["severity"] for b in bodies if "severity" in b]
+    if severities:
+        event["severity"] = max(severities, key=_SEVERITY_RANK.__getitem__)
+    event["first_seen_utc"] = _utc(min(f.first_seen for f in findings))
+    last_seen = max(f.last_seen for f in findings)
+    event["last_seen_utc"] = _utc(last_seen)
+    # Linear in the episode's size: one source can give thousands of findings.
+    unique = {tuple(sorted(i.items())): i for body in bodies for i in body.get("indicators", [])}
+    if unique:
+        event["indicators"] = list(unique.values())[:_MAX_INDICATORS]
+    per_detector: Counter[str] = Counter()
+    for f in findings:
+        per_detector[f.detector] += max(1, f.count)
+    detectors = list(per_detector)
+    joined = "+".join(detectors)
+    refs = [f.id for f in findings] + [r for b in bodies for r in b["evidence"]["log_refs"]]
+    event["evidence"] = {
+        "detection_method": joined if _DETECTION_METHOD.match(joined) else detectors[0],
+        "log_refs": [r for r in dict.fromkeys(refs) if _LOG_REF.match(r)][:_MAX_LOG_REFS],
+        "detector_id": first["event"]["evidence"]["detector_id"],
+        "observations": max(per_detector.values()),
+    }
+    if len(detectors) > 1:
+        # detection_method holds 64 characters; the summary names every detector (our ids only,
+        # no wire data).
+        event["evidence"]["summary"] = (f"{len(findings)} findings by " + ", ".join(detectors))[
+            :1000
+        ]
+    first["event"] = event
+    first["timestamp_utc"] = _utc(math.ceil(last_seen), fraction=False)
+    first["recommended_action"] = max(
+        (e["recommended_action"] for _, e in episode),
+        key=lambda a: (_ACTION_ORDER.index(a["action_code"]), a.get("suggested_ttl_seconds", 0)),
+    )
+    return first
 
 
 # -- parts ---------------------------------------------------------------------------------------
