@@ -10,13 +10,13 @@ Detectors never read a clock, a file or a socket.
 
 from __future__ import annotations
 
-import ipaddress
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from sipwarden.detect.finding import Evidence, Finding, RecommendedAction, Target
+from sipwarden.detect.networks import NetworkList, NetworkSet
 from sipwarden.detect.observation import Observation
 from sipwarden.detect.taxonomy import Severity, Threat
 from sipwarden.detect.tracker import CallEvent, Transaction
@@ -30,18 +30,8 @@ class DetectorConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    @field_validator("allow_sources")
-    @classmethod
-    def _valid_networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for item in value:
-            try:
-                ipaddress.ip_network(item, strict=False)
-            except ValueError:
-                raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
-        return value
-
     enabled: bool = Field(True, description="Run this detector.")
-    allow_sources: tuple[str, ...] = Field(
+    allow_sources: NetworkList = Field(
         (),
         description=(
             "Source IPs or CIDR networks this detector ignores (trusted PBXs, SBCs, "
@@ -59,18 +49,12 @@ class Detector(ABC):
 
     def __init__(self, config: DetectorConfig | None = None) -> None:
         self.config = config if config is not None else self.Config()
-        self._allow = _networks(self.config.allow_sources)
+        self._allow = NetworkSet(self.config.allow_sources)
 
     def allowed(self, ip: str) -> bool:
         """True when ``ip`` is on this detector's allow-list. Detectors call it for the party
         they judge (a request's source; for a response, the client it goes to)."""
-        if not self._allow:
-            return False
-        try:
-            address = ipaddress.ip_address(ip)
-        except ValueError:
-            return False
-        return any(address in net for net in self._allow)
+        return ip in self._allow
 
     def hit(
         self,
@@ -136,7 +120,3 @@ class Detector(ABC):
     def evictions(self) -> int:
         """Entries its bounded tables dropped to stay within their limits."""
         return 0
-
-
-def _networks(items: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    return tuple(ipaddress.ip_network(item, strict=False) for item in items)

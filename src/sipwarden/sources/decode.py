@@ -642,6 +642,24 @@ class SipPayload(NamedTuple):
     error: SipParseError | None = None
 
 
+def _payload(
+    frame: int,
+    ts: float,
+    packet: Datagram | Segment | Chunks,
+    transport: Transport,
+    payload: bytes,
+    error: SipParseError | None = None,
+) -> SipPayload:
+    return SipPayload(
+        frame,
+        ts,
+        Endpoint(packet.src, packet.sport, transport),
+        Endpoint(packet.dst, packet.dport, transport),
+        payload,
+        error,
+    )
+
+
 class _Flow:
     __slots__ = ("framer", "next_seq", "sip")
 
@@ -692,15 +710,7 @@ class SipExtractor:
                 return []
             self.stats.udp_sip += 1
             self.stats.sip_messages += 1
-            return [
-                SipPayload(
-                    frame,
-                    ts,
-                    Endpoint(decoded.src, decoded.sport, Transport.UDP),
-                    Endpoint(decoded.dst, decoded.dport, Transport.UDP),
-                    decoded.payload,
-                )
-            ]
+            return [_payload(frame, ts, decoded, Transport.UDP, decoded.payload)]
         if isinstance(decoded, Segment):
             return self._segment(frame, ts, decoded)
         if isinstance(decoded, Chunks):
@@ -740,15 +750,7 @@ class SipExtractor:
                 continue
             stats.sctp_messages += 1
             stats.sip_messages += 1
-            out.append(
-                SipPayload(
-                    frame,
-                    ts,
-                    Endpoint(packet.src, packet.sport, Transport.SCTP),
-                    Endpoint(packet.dst, packet.dport, Transport.SCTP),
-                    message,
-                )
-            )
+            out.append(_payload(frame, ts, packet, Transport.SCTP, message))
         return out
 
     def _segment(self, frame: int, ts: float, seg: Segment) -> list[SipPayload]:
@@ -820,30 +822,13 @@ class SipExtractor:
                 stats.tcp_messages += 1
                 stats.sip_messages += 1
                 flow.sip = True
-                out.append(
-                    SipPayload(
-                        frame,
-                        ts,
-                        Endpoint(seg.src, seg.sport, Transport.TCP),
-                        Endpoint(seg.dst, seg.dport, Transport.TCP),
-                        item,
-                    )
-                )
+                out.append(_payload(frame, ts, seg, Transport.TCP, item))
         except SipParseError as exc:
             stats.tcp_framing_errors += 1
             self._flows.pop(key, None)
             if not flow.sip:
                 return out
-            out.append(
-                SipPayload(
-                    frame,
-                    ts,
-                    Endpoint(seg.src, seg.sport, Transport.TCP),
-                    Endpoint(seg.dst, seg.dport, Transport.TCP),
-                    b"",
-                    exc,
-                )
-            )
+            out.append(_payload(frame, ts, seg, Transport.TCP, b"", exc))
         return out
 
     def _websocket(
@@ -870,13 +855,5 @@ class SipExtractor:
             flow.sip = True
             stats.ws_messages += 1
             stats.sip_messages += 1
-            out.append(
-                SipPayload(
-                    frame,
-                    ts,
-                    Endpoint(seg.src, seg.sport, Transport.WS),
-                    Endpoint(seg.dst, seg.dport, Transport.WS),
-                    message,
-                )
-            )
+            out.append(_payload(frame, ts, seg, Transport.WS, message))
         return out

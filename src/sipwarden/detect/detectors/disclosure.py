@@ -25,7 +25,6 @@ episode - so the engine's own bound on open episodes is the only table involved.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import re
 from typing import ClassVar
 
@@ -33,6 +32,7 @@ from pydantic import Field, field_validator
 
 from sipwarden.detect.base import Detector, DetectorConfig
 from sipwarden.detect.finding import Finding, RecommendedAction, Target
+from sipwarden.detect.networks import NetworkList, NetworkSet
 from sipwarden.detect.observation import Observation
 from sipwarden.detect.registry import register
 from sipwarden.detect.taxonomy import Severity, Threat
@@ -61,21 +61,8 @@ def _printable(text: str) -> str:
     return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in cut)
 
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
 class _EgressConfig(DetectorConfig):
-    @field_validator("inside_networks")
-    @classmethod
-    def _valid_inside(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for item in value:
-            try:
-                ipaddress.ip_network(item, strict=False)
-            except ValueError:
-                raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
-        return value
-
-    inside_networks: tuple[str, ...] = Field(
+    inside_networks: NetworkList = Field(
         (),
         description=(
             "CIDR networks of the operator's own elements (SBCs, proxies, PBXs). A message is "
@@ -93,24 +80,12 @@ class _EgressDetector(Detector):
     def __init__(self, config: DetectorConfig | None = None) -> None:
         super().__init__(config)
         assert isinstance(self.config, _EgressConfig)
-        self._inside: tuple[Network, ...] = tuple(
-            ipaddress.ip_network(item, strict=False) for item in self.config.inside_networks
-        )
-
-    def _inside_ip(self, ip: str) -> bool:
-        try:
-            address = ipaddress.ip_address(ip.strip("[]"))
-        except ValueError:
-            return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        return any(address in net for net in self._inside)
+        self._inside = NetworkSet(self.config.inside_networks)
 
     def leaving(self, obs: Observation) -> bool:
         """True when ``obs`` goes from an inside source to an outside destination."""
-        return (
-            bool(self._inside) and self._inside_ip(obs.src.ip) and not self._inside_ip(obs.dst.ip)
-        )
+        inside = self._inside
+        return bool(inside) and obs.src.ip in inside and obs.dst.ip not in inside
 
 
 # -- PrivateAddressLeak --------------------------------------------------------------------------

@@ -27,7 +27,6 @@ phonenum module does (detection-anchors §2.3); verdicts are memoised in a small
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import re
 from functools import lru_cache
 from typing import ClassVar, NamedTuple
@@ -37,6 +36,7 @@ from pydantic import Field, field_validator
 
 from sipwarden.detect.base import Detector, DetectorConfig
 from sipwarden.detect.finding import Finding, RecommendedAction, Target
+from sipwarden.detect.networks import NetworkList, NetworkSet
 from sipwarden.detect.observation import Observation
 from sipwarden.detect.registry import register
 from sipwarden.detect.tables import TtlMap
@@ -70,22 +70,8 @@ _RETRANSMISSION_S = 32.0
 _MAX_CALL_ID_CHARS = 128
 
 
-def _check_networks(value: tuple[str, ...]) -> tuple[str, ...]:
-    for item in value:
-        try:
-            ipaddress.ip_network(item, strict=False)
-        except ValueError:
-            raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
-    return value
-
-
 class _SpoofingConfig(DetectorConfig):
     """What the spoofing detectors share: the trust boundary and the numbering plan."""
-
-    @field_validator("trusted_networks")
-    @classmethod
-    def _valid_trusted(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return _check_networks(value)
 
     @field_validator("home_region")
     @classmethod
@@ -97,7 +83,7 @@ class _SpoofingConfig(DetectorConfig):
             raise ValueError(f"{value!r} is not a region libphonenumber knows (e.g. 'GB', 'US')")
         return region
 
-    trusted_networks: tuple[str, ...] = Field(
+    trusted_networks: NetworkList = Field(
         (),
         description=(
             "CIDRs inside the RFC 3325 trust domain: their P-Asserted-Identity is believed. "
@@ -135,20 +121,6 @@ class _SpoofingConfig(DetectorConfig):
             "counted. No published anchor: 10 000 holds over 300 new calls per second."
         ),
     )
-
-
-def _networks(items: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    return tuple(ipaddress.ip_network(item, strict=False) for item in items)
-
-
-def _in(ip: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
-    if not networks:
-        return False  # the unconfigured default: skip parsing the address
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
-        return False
-    return any(address in net for net in networks)
 
 
 def _cut(text: str) -> str:
@@ -267,7 +239,7 @@ class _SpoofingDetector(Detector):
     def __init__(self, config: DetectorConfig | None = None) -> None:
         super().__init__(config)
         assert isinstance(self.config, _SpoofingConfig)
-        self._trusted = _networks(self.config.trusted_networks)
+        self._trusted = NetworkSet(self.config.trusted_networks)
         # "METHOD Call-ID" of requests judged lately -> when.
         self._recent: TtlMap[str, float] = TtlMap(self.config.max_recent_calls, _RETRANSMISSION_S)
 
@@ -306,7 +278,7 @@ class _SpoofingDetector(Detector):
         return self._recent.evictions
 
     def trusted(self, ip: str) -> bool:
-        return _in(ip, self._trusted)
+        return ip in self._trusted
 
     def boundary_configured(self) -> bool:
         return bool(self._trusted)
@@ -539,12 +511,7 @@ def _plain_number(user: str | None, config: _SpoofingConfig) -> str | None:
 
 
 class NationalCliFromAbroadConfig(_SpoofingConfig):
-    @field_validator("international_trunks")
-    @classmethod
-    def _valid_trunks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return _check_networks(value)
-
-    international_trunks: tuple[str, ...] = Field(
+    international_trunks: NetworkList = Field(
         (),
         description=(
             "CIDRs of interconnects that carry calls from abroad. Empty by default: the "
@@ -578,12 +545,12 @@ class NationalCliFromAbroad(_SpoofingDetector):
     def __init__(self, config: DetectorConfig | None = None) -> None:
         super().__init__(config)
         assert isinstance(self.config, NationalCliFromAbroadConfig)
-        self._trunks = _networks(self.config.international_trunks)
+        self._trunks = NetworkSet(self.config.international_trunks)
 
     def observe(self, obs: Observation) -> list[Finding]:
         src = obs.src.ip
         home = self.config.home_region
-        if home is None or not self._trunks or self.allowed(src) or not _in(src, self._trunks):
+        if home is None or not self._trunks or self.allowed(src) or src not in self._trunks:
             return []
         request = self.first_sight(obs)
         if request is None or request.method != "INVITE":
