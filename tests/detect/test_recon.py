@@ -582,3 +582,60 @@ def test_corpus_benign_captures_give_nothing_medium_or_above() -> None:
             if f.severity.rank >= Severity.MEDIUM.rank:
                 seen[f"{path.name}:{f.detector}"] += 1
     assert not seen, seen
+
+
+def answers(detector: Detector, server: str, clients: int, ts: float = 0.0) -> None:
+    """``server`` answers one request of each of ``clients`` distinct clients."""
+    for i in range(clients):
+        response = (
+            b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.9.0.1;branch=z9hG4bKa\r\n"
+            b"From: <sip:a@x>;tag=1\r\nTo: <sip:a@x>;tag=2\r\nCall-ID: r\r\n"
+            b"CSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n"
+        )
+        detector.observe(observe(response, ts=ts, src=server, dst=f"10.9.{i}.1"))
+
+
+def test_sweep_by_a_source_that_serves_sip_is_low() -> None:
+    """A PBX qualifying phones whose REGISTERs came before the capture began: it answers other
+    clients' requests, which no scanner does."""
+    detector = HostSweep()
+    answers(detector, SCANNER, 3)
+    (hit,) = sweep(detector, HostSweepConfig().hosts_per_window, ts=1.0)
+    assert hit.severity is Severity.LOW and hit.recommended_action is not None
+    assert hit.recommended_action.action_code == "MONITOR"
+    assert "PBX or SBC at work" in hit.summary
+
+
+def test_two_answered_clients_do_not_make_a_server() -> None:
+    detector = HostSweep()
+    answers(detector, SCANNER, 2)
+    (hit,) = sweep(detector, HostSweepConfig().hosts_per_window, ts=1.0)
+    assert hit.severity is Severity.HIGH
+
+
+def test_enumeration_by_a_source_that_serves_sip_is_low() -> None:
+    """An SBC delivering trunk calls to many numbers of a PBX also answers the PBX's calls."""
+    detector = ExtensionEnumeration()
+    answers(detector, SCANNER, 3)
+    hits = [h for i in range(20) for h in detector.on_transaction(tx(str(100 + i), 1.0 + i, 404))]
+    assert [h.severity for h in hits][:1] == [Severity.LOW]
+
+
+def test_enumeration_whose_requests_mostly_reach_users_is_low() -> None:
+    """A trunk delivering calls to many numbers: answered, busy or cancelled. A toll-fraud
+    dialler walking numbers gets mostly 404 and stays high."""
+    trunk = ExtensionEnumeration()
+    outcomes = (200, 486, 404, 487)
+    hits = [
+        h
+        for i in range(20)
+        for h in trunk.on_transaction(tx(str(100 + i), float(i), outcomes[i % 4], "INVITE"))
+    ]
+    assert hits[0].severity is Severity.LOW and "trunk" in hits[0].summary
+    walker = ExtensionEnumeration()
+    hits = [
+        h
+        for i in range(20)
+        for h in walker.on_transaction(tx(str(100 + i), float(i), 200 if i % 4 == 0 else 404))
+    ]
+    assert hits[0].severity is Severity.HIGH

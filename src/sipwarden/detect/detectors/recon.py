@@ -414,25 +414,58 @@ class ScannerFingerprint(Detector):
 
 
 # -- shared by host sweep and enumeration ---------------------------------------------------------
-class _Peers:
-    """Which endpoints have sent *us* requests: ``(a, "ip:port")`` means that endpoint sent a
-    request to address a.
+#: A source that answered requests of this many distinct clients within SERVER_MEMORY_S is
+#: itself a SIP server (a PBX, registrar or SBC); scanners answer nobody.
+_SERVER_CLIENTS = 3
+_SERVER_MEMORY_S = 3600.0
 
-    A registrar qualifying its phones with OPTIONS, or a PBX delivering calls to the trunk it
-    registered with, sends to an endpoint (ip and port, so each phone behind one NAT is its own
-    peer) that talked to it first; a scanner talks to strangers. detection-anchors §3: a FreePBX
-    sending OPTIONS to 2000 extensions got pike-banned.
+
+class _Peers:
+    """Who talks to whom first, and who serves SIP.
+
+    ``(a, "ip:port")`` in ``table`` means that endpoint sent a request to address a. A registrar
+    qualifying its phones with OPTIONS, or a PBX delivering calls to the trunk it registered
+    with, sends to an endpoint (ip and port, so each phone behind one NAT is its own peer) that
+    talked to it first; a scanner talks to strangers. detection-anchors §3: a FreePBX sending
+    OPTIONS to 2000 extensions got pike-banned. A capture that starts after the phones
+    registered misses that first request, so ``serves`` also tells whether a source answers
+    other clients' requests: infrastructure does, a scanner does not.
     """
 
     def __init__(self, max_entries: int) -> None:
         self.table: LruSet[tuple[str, str]] = LruSet(max_entries)
+        self.clients: DistinctCounter[str, str] = DistinctCounter(
+            max_entries, _SERVER_MEMORY_S, _SERVER_CLIENTS
+        )
 
     def learn(self, obs: Observation) -> None:
-        self.table.add((obs.dst.ip, f"{obs.src.ip}:{obs.src.port}"))
+        if obs.request is not None:
+            self.table.add((obs.dst.ip, f"{obs.src.ip}:{obs.src.port}"))
+        elif obs.response is not None:
+            self.clients.add(obs.src.ip, obs.dst.ip, obs.ts)
 
     def known(self, client: str, server: Endpoint) -> bool:
         """True when ``server`` (ip and port) has sent a request to ``client`` before."""
         return (client, f"{server.ip}:{server.port}") in self.table
+
+    def serves(self, ip: str, now: float) -> bool:
+        """True when ``ip`` recently answered requests of several distinct clients."""
+        return self.clients.count(ip, now) >= _SERVER_CLIENTS
+
+
+def _infrastructure_grade(
+    severity: Severity, confidence: int, action: RecommendedAction, why: str, serves: bool
+) -> tuple[Severity, int, RecommendedAction, str]:
+    """A recon pattern from a source that serves SIP itself is most likely a PBX or SBC at work
+    (qualifying phones, routing calls): still reported, as low, for the operator to confirm."""
+    if not serves:
+        return severity, confidence, action, why
+    return (
+        Severity.LOW,
+        min(confidence, 40),
+        RecommendedAction("MONITOR"),
+        f"{why}; the source answers other clients' requests: a PBX or SBC at work?",
+    )
 
 
 class _Crossings:
@@ -524,10 +557,10 @@ class HostSweep(Detector):
         self._open = _Crossings(cfg.max_sources, cfg.window_s)
 
     def observe(self, obs: Observation) -> list[Finding]:
+        self._peers.learn(obs)
         request = obs.request
         if request is None:
             return []
-        self._peers.learn(obs)
         if self.allowed(obs.src.ip) or not _dialog_initial(request):
             return []
         if self._peers.known(obs.src.ip, obs.dst):
@@ -539,14 +572,20 @@ class HostSweep(Detector):
             call_id = request.call_id
         except SipParseError:
             call_id = None
+        severity, confidence, action, why = _infrastructure_grade(
+            Severity.HIGH,
+            80,
+            RecommendedAction("TEMP_BLOCK", 3600),
+            f"{request.method} to ≥{self._threshold} hosts within {self._hosts.window_s:g} s",
+            self._peers.serves(obs.src.ip, obs.ts),
+        )
         return [
             Finding(
                 self.id,
                 self.threat,
-                Severity.HIGH,
-                80,
-                f"SIP host sweep from {obs.src.ip}: {request.method} to ≥{self._threshold} "
-                f"hosts within {self._hosts.window_s:g} s",
+                severity,
+                confidence,
+                f"SIP host sweep from {obs.src.ip}: {why}",
                 obs.src.ip,
                 obs.ts,
                 obs.ts,
@@ -555,13 +594,14 @@ class HostSweep(Detector):
                 target=Target(obs.dst.ip, obs.dst.port),
                 indicators={"distinct_hosts_at_least": str(hosts), "method": request.method},
                 evidence=Evidence().add(obs.frame or None, (call_id or "")[:_MAX_TEXT] or None),
-                recommended_action=RecommendedAction("TEMP_BLOCK", 3600),
+                recommended_action=action,
             )
         ]
 
     def advance(self, now: float) -> list[Finding]:
         self._hosts.expire(now)
         self._open.table.expire(now)
+        self._peers.clients.expire(now)  # bounded anyway; pruned when other windows close
         return []
 
     def next_deadline(self) -> float | None:
@@ -571,7 +611,9 @@ class HostSweep(Detector):
         return min(deadlines) if deadlines else None
 
     def stats(self) -> TableStats:
-        return TableStats.total([self._hosts, self._peers.table, self._open.table])
+        return TableStats.total(
+            [self._hosts, self._peers.table, self._peers.clients, self._open.table]
+        )
 
     def state_size(self) -> int:
         return self.stats().entries
@@ -584,6 +626,11 @@ class HostSweep(Detector):
 _ENUM_METHODS = frozenset({"REGISTER", "INVITE", "OPTIONS", "SUBSCRIBE", "MESSAGE"})
 
 
+#: Answers from a user who exists but did not take the call: busy, unavailable, cancelled,
+#: declined (RFC 3261 §21.4.18, §21.4.25, §21.4.27, §21.6).
+_UNAVAILABLE = frozenset({480, 486, 487, 600, 603})
+
+
 def _response_class(status: int | None) -> str:
     if status is None:
         return "none"
@@ -591,6 +638,8 @@ def _response_class(status: int | None) -> str:
         return "challenge"
     if status in (403, 404):
         return str(status)
+    if status in _UNAVAILABLE:
+        return "unavailable"
     return f"{status // 100}xx"
 
 
@@ -616,6 +665,14 @@ class _Mix:
     def text(self) -> str:
         ordered = sorted(self.classes.items(), key=lambda kv: (-kv[1], kv[0]))
         return ", ".join(f"{name}×{n}" for name, n in ordered)
+
+    def mostly_successful(self) -> bool:
+        """True when half or more of the answers (unanswered included) reached a user: 2xx,
+        or busy/unavailable/cancelled/declined. Faster failures arrive first, so the answered
+        calls of a trunk alone would be under half when the count crosses."""
+        total = sum(self.classes.values())
+        reached = self.classes.get("2xx", 0) + self.classes.get("unavailable", 0)
+        return total > 0 and reached * 2 >= total
 
     def differs(self) -> bool:
         """True when answers of more than one kind came: the server leaks which users exist."""
@@ -672,11 +729,14 @@ class ExtensionEnumeration(Detector):
     to its registered trunk. When at least half the distinct users probed in the window logged
     in successfully (2xx to a REGISTER or INVITE with credentials) the source looks like a proxy
     fronting many phones and the finding is low (one account of its own does not make an
-    enumerator look like a proxy). Requests inside a dialog (To tag: re-INVITEs, in-dialog
-    MESSAGE/SUBSCRIBE) are not probes. Defaults' anchor: Elastic (≥20 distinct users / 2 min).
-    Known false positives: an SBC or carrier trunk sending unauthenticated calls to many
-    numbers of a PBX it never registered with; a provisioning tool that tests accounts
-    (allow-list them).
+    enumerator look like a proxy); so it is when half or more of all answers reached a user
+    (2xx, busy, unavailable, cancelled, declined: a trunk
+    delivering calls: probing collects failures), or when the source itself answers other
+    clients' requests (a PBX or SBC: scanners answer nobody). Requests inside a dialog (To
+    tag: re-INVITEs, in-dialog MESSAGE/SUBSCRIBE) are not probes. Defaults' anchor: Elastic
+    (≥20 distinct users / 2 min). Known false positives: an SBC or carrier trunk sending
+    unauthenticated calls to many numbers of a PBX it never registered with, most of them
+    failing; a provisioning tool that tests accounts (allow-list them).
     """
 
     id: ClassVar[str] = "recon.extension_enumeration"
@@ -702,8 +762,7 @@ class ExtensionEnumeration(Detector):
         self._open = _Crossings(cfg.max_sources, cfg.window_s)
 
     def observe(self, obs: Observation) -> list[Finding]:
-        if obs.request is not None:
-            self._peers.learn(obs)
+        self._peers.learn(obs)
         return []
 
     def on_transaction(self, tx: Transaction) -> list[Finding]:
@@ -737,10 +796,20 @@ class ExtensionEnumeration(Detector):
             severity, confidence = Severity.LOW, 40
             action = RecommendedAction("MONITOR")
             why = "most logins succeed: a proxy fronting phones?"
+        elif mix.mostly_successful():
+            # Probing collects failures (404, 403, challenges, silence); a trunk delivering
+            # calls (or a monitor whose pings are answered) reaches users. Half or more
+            # reaching a user is traffic, not a probe.
+            severity, confidence = Severity.LOW, 40
+            action = RecommendedAction("MONITOR")
+            why = "most requests reached a user: a trunk delivering calls?"
         else:
             severity, confidence = Severity.HIGH, 90 if differs else 75
             action = RecommendedAction("TEMP_BLOCK", 3600)
             why = "answers differ by user" if differs else "every user answered alike"
+        severity, confidence, action, why = _infrastructure_grade(
+            severity, confidence, action, why, self._peers.serves(client, now)
+        )
         frame = tx.response_frame or tx.request_frame
         return [
             Finding(
@@ -773,6 +842,7 @@ class ExtensionEnumeration(Detector):
         self._logins.expire(now)
         self._mix.expire(now)
         self._open.table.expire(now)
+        self._peers.clients.expire(now)  # bounded anyway; pruned when other windows close
         return []
 
     def next_deadline(self) -> float | None:
@@ -795,6 +865,7 @@ class ExtensionEnumeration(Detector):
                 self._logins,
                 self._mix,
                 self._peers.table,
+                self._peers.clients,
                 self._open.table,
             ]
         )
