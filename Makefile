@@ -8,7 +8,7 @@ STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
 STAMP_BENCH := $(VENV)/.installed-bench
 
-.PHONY: demo test lint typecheck unit bench fuzz clean
+.PHONY: demo test lint typecheck unit bench bench-analyze golden-update fuzz clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,16 @@ test: lint typecheck unit
 
 bench: $(STAMP_BENCH)
 	$(PY) bench/parse.py
+
+# analyze vs tshark on a generated 1M-message capture, and a 1M-source hostile key space
+# (several minutes; captures cached in bench/out/).
+bench-analyze: $(STAMP_RUN)
+	$(PY) bench/analyze.py
+
+# Rewrite the golden snapshots after an intended change in what the detectors find; review
+# `git diff tests/golden` before committing.
+golden-update: $(STAMP_DEV)
+	SIPWARDEN_UPDATE_GOLDEN=1 $(BIN)/pytest -q tests/golden
 
 fuzz: $(STAMP_DEV)
 	$(PY) -m pip install --quiet -e '.[fuzz]'

@@ -143,6 +143,14 @@ def test_first_challenge_without_credentials_is_not_a_failure() -> None:
     assert len(feed_one(detector, response_obs(response(403, call_id="y", cseq=2), 0.03))) == 1
 
 
+def test_403_to_a_call_without_credentials_is_policy_not_a_guess() -> None:
+    """An SBC's trunk call refused 403 (barred destination): no password was tried."""
+    detector = RegistrationBruteForce(RegistrationBruteForceConfig(failures_per_window=1))
+    invite = as_invite(register_request(credentials=False))
+    assert feed_one(detector, request_obs(invite, 0.0)) == []
+    assert feed_one(detector, response_obs(as_invite(response(403)), 0.1)) == []
+
+
 def test_response_whose_request_was_not_seen_is_not_counted() -> None:
     detector = RegistrationBruteForce(RegistrationBruteForceConfig(failures_per_window=1))
     assert feed_one(detector, response_obs(response(403, call_id="x"), 0.0)) == []
@@ -158,9 +166,8 @@ def as_invite(data: bytes) -> bytes:
 
 def test_invite_failure_is_about_the_caller_not_the_callee() -> None:
     detector = RegistrationBruteForce(RegistrationBruteForceConfig(failures_per_window=1))
-    assert (
-        feed_one(detector, request_obs(as_invite(register_request(credentials=False)), 0.0)) == []
-    )
+    invite = as_invite(register_request(credentials=True))
+    assert feed_one(detector, request_obs(invite, 0.0)) == []
     (hit,) = feed_one(detector, response_obs(as_invite(response(403)), 0.1))
     assert hit.target is not None and hit.target.user == "1001"
     assert hit.indicators["method"] == "INVITE"

@@ -11,8 +11,9 @@ account is the digest username the request carried, else its To user (REGISTER) 
 
 A 401/407 to a request *without* credentials is the normal first step of digest authentication
 (RFC 3261 §22.2), so by default a challenge counts only when the request carried Authorization
-or Proxy-Authorization. A 403 always counts. A response whose request was not seen (a capture
-of one direction only) is not counted.
+or Proxy-Authorization. A 403 counts for a REGISTER always, for an INVITE only with
+credentials (without, it refuses a call by policy: no password was guessed). A response whose
+request was not seen (a capture of one direction only) is not counted.
 
 Emission: a detector emits one hit when a key's window reaches the threshold, then, while the
 key keeps failing, at most one hit per window carrying the failures seen since the previous hit;
@@ -79,9 +80,10 @@ class _CredentialConfig(DetectorConfig):
         description=(
             "Count a 401/407 only when the request it answers carried Authorization/"
             "Proxy-Authorization; the first challenge of every login is normal (RFC 3261 "
-            "§22.2). A 403 always counts. False counts every 401/407/403, as Elastic's SIP "
-            "brute-force rule and fail2ban's FreeSWITCH 'extra' mode do (busy legitimate "
-            "phones can then trip it)."
+            "§22.2). A 403 counts for a REGISTER always, for an INVITE only with credentials "
+            "(without, it refuses the call by policy). False counts every 401/407/403, as "
+            "Elastic's SIP brute-force rule and fail2ban's FreeSWITCH 'extra' mode do (busy "
+            "legitimate phones can then trip it)."
         ),
     )
 
@@ -110,8 +112,13 @@ def _failure(tx: Transaction, need_credentials: bool) -> _Failure | None:
     status = tx.status
     if status not in _FAILURE_STATUSES or tx.method not in _AUTH_METHODS:
         return None
-    if status in _CHALLENGE_STATUSES and need_credentials and tx.credentials_user is None:
-        return None  # a challenge to a request without credentials: normal
+    if need_credentials and tx.credentials_user is None:
+        if status in _CHALLENGE_STATUSES:
+            return None  # a challenge to a request without credentials: normal
+        if tx.method == "INVITE":
+            # A 403 to a call without credentials is a policy refusal (barred destination, an
+            # unknown trunk), not a wrong password: no guess was made.
+            return None
     # The account: the digest username when credentials were sent, else the To user for
     # REGISTER (the AOR) and the From user for INVITE (the To user there is the callee).
     user = tx.credentials_user or (tx.to_user if tx.method == "REGISTER" else tx.from_user)
