@@ -20,6 +20,8 @@ from tests.detect import observe
 
 CLIENT = "192.0.2.10"
 SERVER = "198.51.100.5"
+#: An unauthenticated caller's account: the From user it claims, at its source address.
+ALICE = f"alice@{CLIENT}"
 AUTH = (
     'Authorization: Digest username="alice", realm="x", nonce="n1", uri="sip:x", '
     'response="0123456789abcdef0123456789abcdef"\r\n'
@@ -176,7 +178,7 @@ def test_call_life_cycle_with_duration_and_concurrency() -> None:
     assert [e.phase for e in phases] == [CallPhase.STARTED, CallPhase.RINGING, CallPhase.ANSWERED]
     answered = phases[-1]
     assert (answered.concurrent_account, answered.concurrent_source) == (1, 1)
-    assert tracker.concurrent(account="alice") == 1
+    assert tracker.concurrent(account=ALICE) == 1
     assert tracker.concurrent(source_ip=CLIENT) == 1
     assert answered.call.ring_time == 4.0 and answered.call.ringing == 10.5
     (ended,) = calls(
@@ -185,7 +187,7 @@ def test_call_life_cycle_with_duration_and_concurrency() -> None:
     assert ended.phase is CallPhase.ENDED and ended.call.end is CallEnd.BYE
     assert ended.call.duration == 60.0 and ended.frame == 6
     assert (ended.concurrent_account, ended.concurrent_source) == (0, 0)
-    assert tracker.concurrent(account="alice") == 0
+    assert tracker.concurrent(account=ALICE) == 0
 
 
 def test_cancel_ends_a_ringing_call_once() -> None:
@@ -237,9 +239,22 @@ def test_digest_challenge_continues_the_same_call_with_the_account() -> None:
     phases = calls(events)
     assert [e.phase for e in phases] == [CallPhase.STARTED, CallPhase.ANSWERED]
     call = phases[-1].call
+    # Authenticated: the digest username, whatever address it calls from.
     assert (call.account, call.authenticated, call.first_frame) == ("alice", True, 1)
     state = tracker.auth_state(CLIENT, "alice", 1.0)
     assert state is not None and state.succeeded == 1 and state.last_success == 1.0
+
+
+def test_unauthenticated_claims_from_different_sources_are_different_accounts() -> None:
+    """A spoofed From user elsewhere must not inflate the real caller's concurrency."""
+    tracker = Tracker()
+    for i, src in enumerate(("192.0.2.10", "203.0.113.66")):
+        tracker.observe(up(request("INVITE", call_id=f"c{i}", branch=f"z9hG4bK-{i}"), i, src=src))
+        tracker.observe(
+            down(response(200, call_id=f"c{i}", branch=f"z9hG4bK-{i}"), i + 0.5, dst=src)
+        )
+    assert tracker.concurrent(account="alice@192.0.2.10") == 1
+    assert tracker.concurrent(account="alice@203.0.113.66") == 1
 
 
 def test_reinvite_does_not_start_a_call() -> None:
@@ -258,10 +273,10 @@ def test_ring_timeout_and_answered_timeout_release_concurrency() -> None:
         up(request("INVITE", call_id="c2", branch="z9hG4bK-5"), 100.0),
         down(response(200, call_id="c2", branch="z9hG4bK-5"), 101.0),
     )
-    assert tracker.concurrent(account="alice") == 1
+    assert tracker.concurrent(account=ALICE) == 1
     (long_call,) = calls(tracker.advance(701.0))
     assert long_call.call.end is CallEnd.TIMEOUT and long_call.call.duration == 600.0
-    assert tracker.concurrent(account="alice") == 0
+    assert tracker.concurrent(account=ALICE) == 0
 
 
 def test_evicted_answered_call_releases_concurrency() -> None:
@@ -275,7 +290,7 @@ def test_evicted_answered_call_releases_concurrency() -> None:
         )
     evicted = [e for e in calls(events) if e.call.end is CallEnd.EVICTED]
     assert [e.call.call_id for e in evicted] == ["c0"]
-    assert tracker.concurrent(account="alice") == 2
+    assert tracker.concurrent(account=ALICE) == 2
     assert tracker.evictions() >= 1
 
 
@@ -315,7 +330,7 @@ def test_hostile_key_space_stays_within_bounds() -> None:
         )
         assert tracker.state_size() <= 100 + 50 + 50 + 20
     assert tracker.evictions() > 0
-    assert tracker.concurrent(account="alice") <= 50
+    assert tracker.concurrent(account=ALICE) <= 50
 
 
 def test_messages_without_the_headers_it_needs_are_ignored() -> None:

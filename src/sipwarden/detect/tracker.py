@@ -22,7 +22,8 @@ engine runs one :class:`Tracker` before its detectors and hands them what it der
 
 Calls are keyed by Call-ID and created only by an INVITE without a To tag; a re-INVITE or a
 retransmission does not start a call. ``account`` is the digest username of the last INVITE of
-the call that carried credentials, else the From user. Concurrency counts *answered* calls that
+the call that carried credentials, else the From user at the source IP (``user@ip``: a claim
+is not an identity). Concurrency counts *answered* calls that
 have not ended, per account and per source IP (OpenSIPS fraud_detection's definition, but
 decremented on every ending - its #949 bug was forgetting CANCEL/busy).
 
@@ -162,7 +163,9 @@ class Call:
     callee_host: str | None
     #: P-Asserted-Identity user of the initial INVITE, if any.
     asserted: str | None
-    #: Digest username of the last INVITE that carried credentials, else the From user.
+    #: Digest username of the last INVITE that carried credentials, else the From user *at the
+    #: source IP* ("1001@192.0.2.10"): an unauthenticated From user is only a claim, and any
+    #: sender can make it, so it is never pooled with the same claim from elsewhere.
     account: str | None
     #: True once an INVITE of this call carried credentials.
     authenticated: bool
@@ -232,6 +235,10 @@ class _Pending(NamedTuple):
 
 def _cut(text: str | None) -> str | None:
     return text[:MAX_TEXT_CHARS] if text else None
+
+
+def _claimed_account(tx: Transaction) -> str | None:
+    return f"{tx.from_user}@{tx.client.ip}" if tx.from_user else None
 
 
 def _user(address: NameAddr | None) -> str | None:
@@ -397,7 +404,7 @@ class Tracker:
             tx.request_uri_user,
             tx.request_uri_host,
             _user(pai[0]) if pai else None,
-            tx.credentials_user or tx.from_user,
+            tx.credentials_user or _claimed_account(tx),
             tx.credentials_user is not None,
             tx.user_agent,
             obs.ts,

@@ -421,7 +421,9 @@ class _CallDetector(Detector):
         names the other accounts of the same source that went over a limit lately."""
         source = event.call.src.ip
         listed = self._accounts_by_source.get(source, event.ts) or ()
-        account = account[:_MAX_TEXT_CHARS]
+        # An unauthenticated account is "user@source" (tracker.Call.account); the finding is
+        # about that source already, so the list names the users.
+        account = account.removesuffix(f"@{source}")[:_MAX_TEXT_CHARS]
         if account not in listed and len(listed) <= _MAX_LISTED_ACCOUNTS:
             listed = (*listed, account)  # one more than shown, to know there are more
         self._accounts_by_source.set(source, listed, event.ts)
