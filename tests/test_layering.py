@@ -1,4 +1,5 @@
-"""The core stays sans-IO (design.md §2.1): sip/ imports no sockets, files, clocks or threads."""
+"""The core stays sans-IO (design.md §2.1): sip/, detect/ and the gateway's deciding parts import
+no sockets, files, clocks or threads."""
 
 from __future__ import annotations
 
@@ -28,7 +29,20 @@ FORBIDDEN = {
     "typer",
     "rich",
 }
-CORE = sorted([*(SRC / "sip").rglob("*.py"), *(SRC / "detect").rglob("*.py")])
+#: The pure parts of the gateway: policy, sanitising, verdicts and the proxy core decide; only
+#: gateway/server.py touches sockets and the clock.
+PURE_GATEWAY = [
+    SRC / "gateway" / name for name in ("policy.py", "sanitize.py", "verdict.py", "proxy.py")
+]
+#: Blocklist state and its exports: the store's rules and the in-memory default are pure too.
+PURE_STORE = [
+    SRC / "store" / "base.py",
+    SRC / "store" / "memory.py",
+    SRC / "output" / "blocklist.py",
+]
+CORE = sorted(
+    [*(SRC / "sip").rglob("*.py"), *(SRC / "detect").rglob("*.py"), *PURE_GATEWAY, *PURE_STORE]
+)
 
 
 def top_level_imports(path: Path) -> set[str]:

@@ -109,3 +109,13 @@ def test_invalid_allow_list_entry_is_a_config_error_naming_it() -> None:
 
     with pytest.raises(pydantic.ValidationError, match="not an IP address"):
         DetectorConfig(allow_sources=("192.0.2.0/33",))
+
+
+def test_observe_returns_the_findings_this_observation_raised_or_extended() -> None:
+    engine = Engine([EveryMessage()], EngineConfig(episode_gap_s=10))
+    (first,) = engine.observe(obs(0.0, src="192.0.2.1", frame=1))
+    assert (first.key, first.count) == ("192.0.2.1", 1)
+    (extended,) = engine.observe(obs(1.0, src="192.0.2.1", frame=2))
+    assert (extended.key, extended.count) == ("192.0.2.1", 2)
+    allowed = Engine([EveryMessage(DetectorConfig(allow_sources=("192.0.2.0/24",)))])
+    assert allowed.observe(obs(0.0, src="192.0.2.1")) == []

@@ -15,7 +15,9 @@ import typer
 
 from sipwarden import __version__
 from sipwarden.cli.analyze import analyze_command
+from sipwarden.cli.blocklist import app as blocklist_app
 from sipwarden.cli.detectors import app as detectors_app
+from sipwarden.cli.gateway import gateway_command
 from sipwarden.cli.parse import parse_command
 from sipwarden.errors import SipwardenError
 
@@ -53,6 +55,8 @@ def _root(
 app.command("parse")(parse_command)
 app.command("analyze")(analyze_command)
 app.add_typer(detectors_app, name="detectors")
+app.add_typer(blocklist_app, name="blocklist")
+app.command("gateway")(gateway_command)
 
 
 def main() -> None:

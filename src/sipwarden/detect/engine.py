@@ -72,6 +72,8 @@ class Engine:
         self._open: OrderedDict[tuple[str, str], Finding] = OrderedDict()
         self._closed: list[Finding] = []
         self._now = float("-inf")
+        # Keys merged during the current observe() (None outside it).
+        self._touched: list[tuple[str, str]] | None = None
         self.tracker = Tracker(self.config.tracker)
         # Only detectors that override a tracker hook are called for its events.
         self._tx_detectors = [
@@ -86,17 +88,30 @@ class Engine:
             d for d in self.detectors if type(d).next_deadline is not Detector.next_deadline
         ]
 
-    def observe(self, obs: Observation) -> None:
+    def observe(self, obs: Observation) -> list[Finding]:
+        """Feed one observation. Returns the findings (open episodes, as they stand now) that
+        this observation raised or extended - what an inline gateway acts on at once. Hits
+        from windows that closed because time moved are not among them (they are about
+        earlier traffic)."""
         self.stats.observations += 1
         if obs.ts > self._now:
             self.advance(obs.ts)
-        events = self.tracker.observe(obs)
-        for detector in self.detectors:
-            # Each detector applies its allow-list to the party it judges: the source of a
-            # request, but the client a response goes to (credential detectors).
-            self._merge(detector.observe(obs))
-        if events:
-            self._dispatch(events)
+        touched: list[tuple[str, str]] = []
+        self._touched = touched
+        try:
+            events = self.tracker.observe(obs)
+            for detector in self.detectors:
+                # Each detector applies its allow-list to the party it judges: the source of a
+                # request, but the client a response goes to (credential detectors).
+                self._merge(detector.observe(obs))
+            if events:
+                self._dispatch(events)
+        finally:
+            self._touched = None
+        if not touched:
+            return []
+        found = (self._open.get(key) for key in dict.fromkeys(touched))
+        return [finding for finding in found if finding is not None]
 
     def _dispatch(self, events: list[TrackerEvent]) -> None:
         for event in events:
@@ -157,9 +172,12 @@ class Engine:
 
     # -- aggregation ---------------------------------------------------------------------------
     def _merge(self, hits: Iterable[Finding]) -> None:
+        touched = self._touched
         for hit in hits:
             self.stats.hits += 1
             key = (hit.detector, hit.key)
+            if touched is not None:
+                touched.append(key)
             current = self._open.get(key)
             if current is not None and hit.first_seen - current.last_seen <= (
                 self.config.episode_gap_s

@@ -1,0 +1,563 @@
+"""The sans-IO stateless proxy core (RFC 3261 §16.11) of ``sipwarden gateway``.
+
+Bytes in, actions out: :meth:`StatelessProxy.on_datagram` takes one datagram, the endpoint it
+came from, the local endpoint it arrived on and the time, and returns the datagrams to send.
+No sockets, no clock, no asyncio: the adapter (``gateway/server.py``) owns those, and a test or
+a pcap replay drives this exact code.
+
+Two sides. The *untrusted* side is every ``listen`` endpoint; the *upstream* side is one local
+endpoint (``upstream_local``) that talks only to ``upstream`` (the operator's SBC or core).
+
+- A request from the untrusted side is observed by the engine, judged by the policy, then
+  forwarded to the upstream with our Via on top (stateless branch, below), Max-Forwards
+  decremented (483 at 0), ``received``/``rport`` added to the client's Via (RFC 3261 §18.2.1,
+  RFC 3581) and a loop check (a Via of ours already in the request: 482).
+- A response from the upstream must carry our Via on top (else dropped, ``NO_ROUTE``); it is
+  popped and the response sent to the next Via (``received``/``rport`` when present, else the
+  sent-by), out of the listen endpoint the request came in on.
+- A request from the upstream (an in-dialog BYE, a NOTIFY to a registered contact) goes to its
+  Request-URI host:port. Decision for this slice: the gateway does not Record-Route, so Route
+  sets toward clients are the core's business; the Request-URI must be an IP literal (no DNS in
+  a sans-IO core) over UDP, else ``NO_ROUTE``. Only the upstream can make the gateway send a
+  request, so it is never an open relay for the untrusted side.
+- A response from the untrusted side (to such a request) must carry our Via; it goes to the
+  upstream only.
+
+Stateless branch (§16.11): ``z9hG4bKsw<listen index>x<digest>``, the digest a keyed BLAKE2s of
+the previous hop's branch (or, for an RFC 2543 peer without the magic cookie, of its sent-by,
+Call-ID, CSeq number and From tag). Retransmissions, the non-2xx ACK and the CANCEL of an INVITE
+therefore get the same branch, as §16.11 requires, and a response that did not go through us
+cannot forge it: the digest is checked on the way back. The listen index in the branch says
+which local endpoint the response leaves from (the one the client sent to, so a NAT lets it in).
+
+Loops (§16.3 step 4): a request that already carries a Via with our branch prefix and one of our
+sent-by addresses is answered 482. A legitimate spiral through the gateway is therefore refused
+too: the gateway sits at the border and the core never needs to route back through it.
+
+Inspection: the engine observes every message, both directions (credential detectors need the
+upstream's 401/403 answers); the policy judges only what comes from the untrusted side, with the
+findings this very message raised or extended. When the engine or the policy raises, the
+message is dropped (``ENGINE_ERROR``) unless ``fail_open``; the upstream's own traffic is never
+held up by an engine error. :class:`Enforcer` adapts ``gateway/policy.py`` (a bounded in-memory
+blocklist fed by the bans the policy orders). Messages leaving toward the untrusted side go
+through the ``outgoing`` edit (``gateway/sanitize.py``). Every message that is not forwarded is
+counted once, under its :class:`~sipwarden.gateway.verdict.DropReason`.
+
+Rejections go to the packet's source address (not the Via), so a spoofed Via cannot turn the
+gateway into a reflector. ACKs are never answered. For UDP a ``Tarpit`` verdict is a silent drop:
+nothing would be sent either way and holding a datagram costs memory, not the scanner's time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, NamedTuple
+
+from sipwarden.detect.engine import Engine
+from sipwarden.detect.finding import Finding
+from sipwarden.detect.observation import Observation
+from sipwarden.detect.tables import TtlMap
+from sipwarden.gateway.verdict import Drop, DropReason, Forward, Reject, Tarpit, Verdict
+from sipwarden.net import Endpoint, Transport
+from sipwarden.sip import Request, Response, SipParseError, Via, parse_message
+from sipwarden.sip.hdr.params import parse_params, split_commas
+from sipwarden.sip.hdr.via import BRANCH_COOKIE
+from sipwarden.sip.serialize import (
+    Edit,
+    apply_edits,
+    decrement_max_forwards_edit,
+    pop_via,
+    push_via_edit,
+)
+
+if TYPE_CHECKING:
+    from sipwarden.gateway.policy import BlockOrder
+    from sipwarden.gateway.policy import Policy as GatewayPolicy
+
+__all__ = [
+    "BRANCH_PREFIX",
+    "Enforcer",
+    "Outgoing",
+    "PolicyFn",
+    "ProxyConfig",
+    "ProxyStats",
+    "Send",
+    "StatelessProxy",
+    "build_response",
+]
+
+#: An edit of messages leaving toward the untrusted side (gateway/sanitize.py
+#: ``Sanitizer.outgoing``: product versions, trust-domain headers).
+Outgoing = Callable[[Request | Response], Request | Response]
+
+#: Every branch this gateway writes starts with this (the RFC 3261 magic cookie + "sw").
+BRANCH_PREFIX = BRANCH_COOKIE + "sw"
+#: Longest attacker-chosen key kept in a table (as gateway/policy.py cuts them).
+MAX_KEY_CHARS = 128
+_DIGEST_SIZE = 8  # 64 bits: a forged response has a 2**-64 chance per try
+
+#: A policy: the observation, the time, the findings this message raised or extended, the raw
+#: bytes (to judge whether an unparsable message could be answered).
+PolicyFn = Callable[[Observation, float, Sequence[Finding], bytes], Verdict]
+
+_REASONS = {
+    400: "Bad Request",
+    403: "Forbidden",
+    405: "Method Not Allowed",
+    413: "Request Entity Too Large",
+    482: "Loop Detected",
+    483: "Too Many Hops",
+    503: "Service Unavailable",
+}
+
+
+def forward_all(
+    obs: Observation, now: float, findings: Sequence[Finding], raw: bytes = b""
+) -> Verdict:
+    """The policy used when none is given: forward everything (the engine still observes)."""
+    return Forward()
+
+
+class Send(NamedTuple):
+    """Send ``data`` to ``dest`` from the local endpoint ``local``."""
+
+    data: bytes
+    dest: Endpoint
+    local: Endpoint
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyConfig:
+    """Where the gateway listens, where the upstream is, and the key of its branches."""
+
+    #: The untrusted-side local endpoints (concrete addresses: they are written into Vias).
+    listen: tuple[Endpoint, ...]
+    #: The protected upstream (SBC or core).
+    upstream: Endpoint
+    #: The local endpoint the gateway talks to the upstream from.
+    upstream_local: Endpoint
+    #: Key of the branch digest; random per process is fine for one worker (bytes, ≤ 32).
+    secret: bytes
+    #: When the engine or the policy raises: forward anyway (True) or drop (False, the default:
+    #: a firewall that fails open is bypassed by whoever finds the crashing input).
+    fail_open: bool = False
+
+
+@dataclass
+class ProxyStats:
+    """Counters for ``/metrics``; every message that is not forwarded counts under a reason."""
+
+    received: int = 0
+    forwarded_requests: int = 0
+    forwarded_responses: int = 0
+    #: Times the engine raised (the message then counts as dropped ENGINE_ERROR when failing
+    #: closed, or goes through when failing open or coming from the upstream).
+    engine_errors: int = 0
+    rejected: Counter[int] = field(default_factory=Counter)
+    dropped: Counter[DropReason] = field(default_factory=Counter)
+
+    def drop(self, reason: DropReason) -> None:
+        self.dropped[reason] += 1
+
+
+def _host(ip: str) -> str:
+    return f"[{ip}]" if ":" in ip else ip
+
+
+def _ip_literal(host: str) -> str | None:
+    """Canonical text of an IP literal (brackets allowed), None for a hostname."""
+    try:
+        return str(ipaddress.ip_address(host.strip("[]")))
+    except ValueError:
+        return None
+
+
+def _hop_key(hop: Via, msg: Request | Response) -> bytes:
+    """What the stateless branch is derived from (RFC 3261 §16.11)."""
+    if hop.branch and hop.branch.startswith(BRANCH_COOKIE):
+        return b"b\x00" + hop.branch.encode("utf-8", "surrogateescape")
+    cseq = msg.cseq
+    from_ = msg.from_
+    parts = (
+        hop.sent_by.lower(),
+        msg.call_id or "",
+        str(cseq.number) if cseq is not None else "",
+        (from_.tag or "") if from_ is not None else "",
+    )
+    return b"k\x00" + "\x00".join(parts).encode("utf-8", "surrogateescape")
+
+
+def build_response(
+    request: Request,
+    status: int,
+    reason: str | None = None,
+    retry_after: int | None = None,
+    to_tag: str | None = None,
+) -> bytes:
+    """A response to ``request`` (RFC 3261 §8.2.6): Via, From, Call-ID and CSeq copied, To with
+    a tag added when it has none, ``Retry-After`` when given, no body."""
+    headers = request.headers
+    lines = [f"SIP/2.0 {status} {reason or _REASONS.get(status, 'Error')}"]
+    lines += [f"Via: {value}" for value in headers.get_all("via")]
+    from_ = headers.get("from")
+    if from_ is not None:
+        lines.append(f"From: {from_}")
+    to = headers.get("to")
+    if to is not None:
+        has_tag = request.to is not None and request.to.tag is not None
+        lines.append(f"To: {to}" if has_tag or to_tag is None else f"To: {to};tag={to_tag}")
+    for name in ("call-id", "cseq"):
+        value = headers.get(name)
+        if value is not None:
+            lines.append(f"{'Call-ID' if name == 'call-id' else 'CSeq'}: {value}")
+    if retry_after is not None:
+        lines.append(f"Retry-After: {retry_after}")
+    lines.append("Content-Length: 0")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
+
+
+class StatelessProxy:
+    """The gateway's forwarding logic; see the module docstring for the routing rules."""
+
+    def __init__(
+        self,
+        config: ProxyConfig,
+        engine: Engine | None = None,
+        policy: PolicyFn | None = None,
+        outgoing: Outgoing | None = None,
+    ) -> None:
+        if not config.listen:
+            raise ValueError("the gateway needs at least one listen endpoint")
+        self.config = config
+        self.engine = engine
+        self.policy: PolicyFn = policy if policy is not None else forward_all
+        self.outgoing = outgoing
+        self.stats = ProxyStats()
+        self._listen_index = {ep: i for i, ep in enumerate(config.listen)}
+        self._own = {
+            (_host(ep.ip).lower(), ep.port) for ep in (*config.listen, config.upstream_local)
+        }
+
+    # -- branches ------------------------------------------------------------------------------
+    def _digest(self, key: bytes, index: int) -> str:
+        h = hashlib.blake2s(
+            key + b"\x00" + str(index).encode(), key=self.config.secret, digest_size=_DIGEST_SIZE
+        )
+        return h.hexdigest()
+
+    def branch(self, hop: Via, msg: Request | Response, index: int) -> str:
+        return f"{BRANCH_PREFIX}{index}x{self._digest(_hop_key(hop, msg), index)}"
+
+    def _our_index(
+        self, top: Via, local: Endpoint, next_hop: Via | None, msg: Response
+    ) -> int | None:
+        """The listen index encoded in our top Via, or None if the Via is not ours (or forged)."""
+        if (top.host.lower(), top.port) != (_host(local.ip).lower(), local.port):
+            return None
+        branch = top.branch or ""
+        if not branch.startswith(BRANCH_PREFIX) or next_hop is None:
+            return None
+        index_text, sep, digest = branch[len(BRANCH_PREFIX) :].partition("x")
+        if not sep or not index_text.isdigit() or len(index_text) > 4:
+            return None
+        index = int(index_text)
+        if index >= len(self.config.listen):
+            return None
+        if digest != self._digest(_hop_key(next_hop, msg), index):
+            return None
+        return index
+
+    def _via(self, local: Endpoint, branch: str) -> str:
+        return f"SIP/2.0/UDP {_host(local.ip)}:{local.port};branch={branch}"
+
+    def advance(self, now: float) -> None:
+        """Let time pass without traffic: the engine closes windows, the policy forgets."""
+        if self.engine is not None:
+            self.engine.advance(now)
+        advance = getattr(self.policy, "advance", None)
+        if callable(advance):
+            advance(now)
+
+    # -- entry point ---------------------------------------------------------------------------
+    def on_datagram(self, data: bytes, src: Endpoint, local: Endpoint, now: float) -> list[Send]:
+        """One datagram in; what to send out (possibly nothing)."""
+        self.stats.received += 1
+        from_upstream = local == self.config.upstream_local
+        if from_upstream and (src.ip, src.port) != (
+            self.config.upstream.ip,
+            self.config.upstream.port,
+        ):
+            self.stats.drop(DropReason.NO_ROUTE)
+            return []
+        if data.strip(b"\r\n") == b"":
+            return []  # RFC 5626 §4.4.1 keep-alive (CRLF): nothing to do over UDP
+        try:
+            message: Request | Response | None = parse_message(data)
+            error: SipParseError | None = None
+        except SipParseError as exc:
+            message, error = None, exc
+        obs = Observation(now, 0, src, local, message, error, len(data))
+        findings = self._observe(obs, now, judged=not from_upstream)
+        if findings is None:
+            return []
+        try:
+            return self._route(obs, findings, data, message, src, local, from_upstream)
+        except (SipParseError, ValueError):
+            # A header the routing reads (Via, Max-Forwards, To, Request-URI) is malformed:
+            # parsed lazily, so it surfaces here. Nowhere safe to answer: dropped, counted.
+            self.stats.drop(DropReason.MALFORMED)
+            return []
+
+    def _route(
+        self,
+        obs: Observation,
+        findings: list[Finding],
+        data: bytes,
+        message: Request | Response | None,
+        src: Endpoint,
+        local: Endpoint,
+        from_upstream: bool,
+    ) -> list[Send]:
+        if not from_upstream:
+            verdict = self._judge(obs, obs.ts, findings, data)
+            if not isinstance(verdict, Forward):
+                return self._refuse(verdict, message, src, local)
+        if message is None:
+            # Not answered: without a parsed Via there is nowhere safe to send a response.
+            self.stats.drop(DropReason.MALFORMED)
+            return []
+        if isinstance(message, Response):
+            return self._response(message, local, from_upstream)
+        if from_upstream:
+            return self._request_downstream(message)
+        return self._request_upstream(message, src, local)
+
+    def _observe(self, obs: Observation, now: float, judged: bool) -> list[Finding] | None:
+        """Feed the engine; the findings this message raised or extended. None = fail closed
+        (only for a message the policy judges: the upstream's own traffic is not held up)."""
+        if self.engine is None:
+            return []
+        try:
+            return self.engine.observe(obs)
+        except Exception:  # the engine must never take the gateway down
+            self.stats.engine_errors += 1
+            if self.config.fail_open or not judged:
+                return []
+            self.stats.drop(DropReason.ENGINE_ERROR)
+            return None
+
+    def _judge(
+        self, obs: Observation, now: float, findings: Sequence[Finding], raw: bytes
+    ) -> Verdict:
+        try:
+            return self.policy(obs, now, findings, raw)
+        except Exception:  # a policy bug: fail as configured, counted
+            return Forward() if self.config.fail_open else Drop(DropReason.ENGINE_ERROR)
+
+    def _refuse(
+        self,
+        verdict: Reject | Drop | Tarpit,
+        message: Request | Response | None,
+        src: Endpoint,
+        local: Endpoint,
+    ) -> list[Send]:
+        self.stats.drop(verdict.reason)
+        if not isinstance(verdict, Reject):
+            return []
+        if not isinstance(message, Request) or message.method == "ACK":
+            return []  # responses and ACKs are never answered
+        try:
+            return [self._reject(message, verdict.status, src, local, verdict.retry_after)]
+        except (SipParseError, ValueError):
+            return []  # unanswerable (a malformed To or Via): still counted once, above
+
+    def _reject(
+        self,
+        request: Request,
+        status: int,
+        src: Endpoint,
+        local: Endpoint,
+        retry_after: int | None = None,
+    ) -> Send:
+        tag = self._digest(
+            (request.call_id or "").encode("utf-8", "surrogateescape") + b"\x00tag", 0
+        )
+        data = build_response(request, status, retry_after=retry_after, to_tag=tag)
+        self.stats.rejected[status] += 1
+        return Send(data, src, local)  # to the packet's source: no reflection via a forged Via
+
+    # -- requests ------------------------------------------------------------------------------
+    def _is_loop(self, request: Request) -> bool:
+        return any(
+            (hop.branch or "").startswith(BRANCH_PREFIX)
+            and (hop.host.lower(), hop.port) in self._own
+            for hop in request.via
+        )
+
+    def _request_upstream(self, request: Request, src: Endpoint, local: Endpoint) -> list[Send]:
+        vias = request.via
+        if not vias:
+            self.stats.drop(DropReason.MALFORMED)
+            return []  # nowhere to send a response to either
+        if request.max_forwards is not None and request.max_forwards <= 0:
+            return self._refuse(Reject(483, DropReason.TOO_MANY_HOPS), request, src, local)
+        if self._is_loop(request):
+            return self._refuse(Reject(482, DropReason.LOOP), request, src, local)
+        top = vias[0]
+        index = self._listen_index.get(local, 0)
+        our_via = self._via(self.config.upstream_local, self.branch(top, request, index))
+        out = _forwarded(request, our_via, _mark_received(top, src))
+        self.stats.forwarded_requests += 1
+        return [Send(out.raw, self.config.upstream, self.config.upstream_local)]
+
+    def _request_downstream(self, request: Request) -> list[Send]:
+        try:
+            uri = request.request_uri
+        except ValueError:
+            self.stats.drop(DropReason.NO_ROUTE)
+            return []
+        transport = (uri.param("transport") or "udp").lower()
+        ip = _ip_literal(uri.host)
+        if uri.scheme != "sip" or transport != "udp" or ip is None:
+            self.stats.drop(DropReason.NO_ROUTE)
+            return []
+        dest = Endpoint(ip, uri.port or 5060, Transport.UDP)
+        version = ipaddress.ip_address(ip).version
+        index = next(
+            (
+                i
+                for i, ep in enumerate(self.config.listen)
+                if ipaddress.ip_address(ep.ip).version == version
+            ),
+            None,
+        )
+        if index is None or (dest.ip, dest.port) in {(e.ip, e.port) for e in self.config.listen}:
+            self.stats.drop(DropReason.NO_ROUTE)
+            return []
+        local = self.config.listen[index]
+        if not request.via:
+            self.stats.drop(DropReason.MALFORMED)
+            return []
+        if request.max_forwards is not None and request.max_forwards <= 0:
+            upstream, upstream_local = self.config.upstream, self.config.upstream_local
+            return self._refuse(
+                Reject(483, DropReason.TOO_MANY_HOPS), request, upstream, upstream_local
+            )
+        our_via = self._via(local, self.branch(request.via[0], request, index))
+        out = apply_edits(
+            request, [push_via_edit(request, our_via), decrement_max_forwards_edit(request)]
+        )
+        data = out.raw if self.outgoing is None else self.outgoing(out).raw
+        self.stats.forwarded_requests += 1
+        return [Send(data, dest, local)]
+
+    # -- responses -----------------------------------------------------------------------------
+    def _response(self, response: Response, local: Endpoint, from_upstream: bool) -> list[Send]:
+        vias = response.via
+        next_hop = vias[1] if len(vias) > 1 else None
+        index = self._our_index(vias[0], local, next_hop, response) if vias else None
+        if index is None or next_hop is None:
+            self.stats.drop(DropReason.NO_ROUTE)
+            return []
+        out = pop_via(response)
+        if not from_upstream:
+            self.stats.forwarded_responses += 1
+            return [Send(out.raw, self.config.upstream, self.config.upstream_local)]
+        dest = _response_destination(next_hop)
+        if dest is None:
+            self.stats.drop(DropReason.NO_ROUTE)
+            return []
+        data = out.raw if self.outgoing is None else self.outgoing(out).raw
+        self.stats.forwarded_responses += 1
+        return [Send(data, dest, self.config.listen[index])]
+
+
+class Enforcer:
+    """Adapts :class:`~sipwarden.gateway.policy.Policy` to the proxy: each decision reads a
+    bounded in-memory blocklist, and the bans the policy orders from the findings are written
+    to it (``max_bans`` entries, each kept at most ``max_ban_s``; the oldest is evicted first).
+    """
+
+    def __init__(self, policy: GatewayPolicy, max_bans: int = 100_000) -> None:
+        self.policy = policy
+        self.bans: TtlMap[str, float] = TtlMap(max_bans, policy.config.max_ban_s)
+        #: The latest bans ordered (for the exit report and logs), bounded.
+        self.recent: deque[BlockOrder] = deque(maxlen=1000)
+
+    def is_blocked(self, ip: str, now: float) -> bool:
+        expires_at = self.bans.get(ip[:MAX_KEY_CHARS], now)
+        return expires_at is not None and expires_at > now
+
+    def __call__(
+        self, obs: Observation, now: float, findings: Sequence[Finding], raw: bytes = b""
+    ) -> Verdict:
+        verdict = self.policy.decide(obs, now, self.is_blocked, findings, raw)
+        # A source already banned is not banned again for the same episode: the engine keeps
+        # extending the episode while the source keeps sending, and escalating on every packet
+        # would reach the cap in a few packets.
+        fresh = [f for f in findings if f.source is None or not self.is_blocked(f.source.ip, now)]
+        if fresh:
+            for order in self.policy.blocklist_entries(fresh, now):
+                self.bans.set(order.ip[:MAX_KEY_CHARS], order.expires_at, now)
+                self.recent.append(order)
+        return verdict
+
+    def advance(self, now: float) -> None:
+        self.policy.advance(now)
+        self.bans.expire(now)
+
+
+def _response_destination(hop: Via) -> Endpoint | None:
+    """RFC 3261 §18.2.2 / RFC 3581 §4: received and rport when present, else the sent-by."""
+    ip = _ip_literal(hop.received or hop.host)
+    if ip is None or hop.transport != "UDP":
+        return None
+    rport = hop.rport
+    port = int(rport) if rport and rport.isdigit() else (hop.port or 5060)
+    return Endpoint(ip, port, Transport.UDP)
+
+
+def _mark_received(hop: Via, src: Endpoint) -> str | None:
+    """The top hop with ``received``/``rport`` set from the packet's source (RFC 3261 §18.2.1:
+    received when the sent-by host differs; RFC 3581 §4: rport filled when asked, and then
+    received always); None when the hop needs no change."""
+    asked_rport = hop.rport is not None
+    if not asked_rport and (hop.host == src.ip or _ip_literal(hop.host) == src.ip):
+        return None
+    params = [
+        (name, value)
+        for name, value in parse_params(hop.params_text, allow_duplicates=True)
+        if name.lower() not in ("received", "rport")
+    ]
+    params.append(("received", src.ip))
+    if asked_rport:
+        params.append(("rport", str(src.port)))
+    text = "".join(f";{n}" if v is None else f";{n}={v}" for n, v in params)
+    return f"{hop.protocol}/{hop.version}/{hop.transport} {hop.sent_by}{text}"
+
+
+def _forwarded(request: Request, our_via: str, marked: str | None) -> Request:
+    """Our Via on top, the client's top hop replaced by ``marked`` (when given) and
+    Max-Forwards decremented - one splice, so the request is re-parsed once, not three times.
+    The top Via field (folded lines included) is rewritten whole: the bytes from its start to
+    the next field's start; other hops on its line are kept."""
+    first = request.headers.indices("via")[0]
+    fields = request.headers.fields
+    if marked is not None and first + 1 >= len(fields):
+        # Via is the last field (no From/To/Call-ID/CSeq after it): rare, done in two steps.
+        popped = pop_via(request)
+        request = apply_edits(popped, [push_via_edit(popped, marked)])
+        marked = None
+    push = push_via_edit(request, our_via)
+    edits = [decrement_max_forwards_edit(request)]
+    if marked is None:
+        return apply_edits(request, [push, *edits])
+    end = push.start + request.field_offset(first + 1) - request.field_offset(first)
+    sep = "\r\n" if request.raw[end - 2 : end] == b"\r\n" else "\n"
+    hops = ", ".join([marked, *split_commas(fields[first][2])[1:]])
+    line = f"Via: {hops}{sep}".encode("utf-8", "surrogateescape")
+    return apply_edits(request, [Edit(push.start, end, push.data + line), *edits])

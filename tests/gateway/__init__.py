@@ -1,0 +1,1 @@
+"""Tests of the inline firewall's pure parts (policy, sanitising)."""

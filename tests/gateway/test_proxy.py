@@ -1,0 +1,463 @@
+"""The sans-IO stateless proxy core: routing by Via, the stateless branch, Max-Forwards, loops,
+rejections and the engine/policy hooks (RFC 3261 §16.11, §18.2, RFC 3581)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sipwarden.detect import DETECTORS, Engine
+from sipwarden.detect.finding import Finding
+from sipwarden.detect.observation import Observation
+from sipwarden.gateway.proxy import (
+    BRANCH_PREFIX,
+    ProxyConfig,
+    Send,
+    StatelessProxy,
+    build_response,
+)
+from sipwarden.gateway.verdict import Drop, DropReason, Reject, Tarpit, Verdict
+from sipwarden.net import Endpoint
+from sipwarden.sip import Request, Response, parse_message
+
+LISTEN = Endpoint("127.0.0.1", 5060)
+LISTEN6 = Endpoint("::1", 5060)
+UP_LOCAL = Endpoint("127.0.0.1", 40000)
+UPSTREAM = Endpoint("127.0.0.1", 5070)
+CLIENT = Endpoint("192.0.2.10", 5062)
+NOW = 1_700_000_000.0
+
+
+def config(**kw: object) -> ProxyConfig:
+    args: dict[str, object] = {
+        "listen": (LISTEN, LISTEN6),
+        "upstream": UPSTREAM,
+        "upstream_local": UP_LOCAL,
+        "secret": b"k" * 32,
+    }
+    args.update(kw)
+    return ProxyConfig(**args)  # type: ignore[arg-type]
+
+
+def request(
+    method: str = "OPTIONS",
+    via: str = "SIP/2.0/UDP 192.0.2.10:5062;branch=z9hG4bKabc;rport",
+    max_forwards: int | None = 70,
+    uri: str = "sip:alice@example.net",
+    extra: str = "",
+    cseq: int = 1,
+) -> bytes:
+    mf = "" if max_forwards is None else f"Max-Forwards: {max_forwards}\r\n"
+    return (
+        f"{method} {uri} SIP/2.0\r\nVia: {via}\r\n{mf}"
+        "From: <sip:bob@example.net>;tag=f1\r\nTo: <sip:alice@example.net>\r\n"
+        f"Call-ID: c1@192.0.2.10\r\nCSeq: {cseq} {method}\r\n{extra}Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def forward(proxy: StatelessProxy, data: bytes, src: Endpoint = CLIENT) -> Request:
+    [send] = proxy.on_datagram(data, src, LISTEN, NOW)
+    assert (send.dest, send.local) == (UPSTREAM, UP_LOCAL)
+    out = parse_message(send.data)
+    assert isinstance(out, Request)
+    return out
+
+
+def answer(forwarded: Request, status: int = 200) -> bytes:
+    """The upstream's response: every Via copied (it echoes ours on top)."""
+    vias = "".join(f"Via: {v}\r\n" for v in forwarded.headers.get_all("via"))
+    return (
+        f"SIP/2.0 {status} OK\r\n{vias}From: <sip:bob@example.net>;tag=f1\r\n"
+        "To: <sip:alice@example.net>;tag=t9\r\nCall-ID: c1@192.0.2.10\r\n"
+        f"CSeq: 1 {forwarded.method}\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+# -- requests toward the upstream -------------------------------------------------------------
+
+
+def test_request_is_forwarded_with_our_via_received_rport_and_max_forwards() -> None:
+    proxy = StatelessProxy(config())
+    out = forward(proxy, request())
+    ours, client = out.via[0], out.via[1]
+    assert (ours.host, ours.port, ours.transport) == ("127.0.0.1", 40000, "UDP")
+    assert ours.branch is not None and ours.branch.startswith(BRANCH_PREFIX)
+    assert client.branch == "z9hG4bKabc"
+    assert (client.received, client.rport) == ("192.0.2.10", "5062")
+    assert out.max_forwards == 69
+    assert proxy.stats.forwarded_requests == 1 and not proxy.stats.dropped
+
+
+def test_received_added_when_sent_by_differs_and_untouched_otherwise() -> None:
+    proxy = StatelessProxy(config())
+    natted = forward(proxy, request(via="SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKn"))
+    assert natted.via[1].received == "192.0.2.10" and natted.via[1].rport is None
+    direct = request(via="SIP/2.0/UDP 192.0.2.10:5062;branch=z9hG4bKd")
+    out = forward(proxy, direct)
+    assert out.via[1].params_text == ";branch=z9hG4bKd"
+
+
+def test_missing_max_forwards_gets_70() -> None:
+    out = forward(StatelessProxy(config()), request(max_forwards=None))
+    assert out.max_forwards == 70
+
+
+def test_branch_is_stable_for_retransmissions_and_cancel_and_differs_otherwise() -> None:
+    proxy = StatelessProxy(config())
+    invite = forward(proxy, request("INVITE")).via[0].branch
+    again = forward(proxy, request("INVITE")).via[0].branch
+    cancel = forward(proxy, request("CANCEL")).via[0].branch
+    other = (
+        forward(proxy, request("INVITE", via="SIP/2.0/UDP 192.0.2.10:5062;branch=z9hG4bKother"))
+        .via[0]
+        .branch
+    )
+    assert invite == again == cancel
+    assert other != invite
+
+
+def test_rfc2543_peer_without_cookie_gets_a_stable_branch_from_the_transaction() -> None:
+    proxy = StatelessProxy(config())
+    old = "SIP/2.0/UDP 192.0.2.10:5062"
+    first = forward(proxy, request(via=old)).via[0].branch
+    assert first == forward(proxy, request(via=old)).via[0].branch
+    assert first != forward(proxy, request(via=old, cseq=2)).via[0].branch
+
+
+def test_max_forwards_zero_is_answered_483_to_the_packet_source() -> None:
+    proxy = StatelessProxy(config())
+    [send] = proxy.on_datagram(request(max_forwards=0), CLIENT, LISTEN, NOW)
+    assert (send.dest, send.local) == (CLIENT, LISTEN)
+    response = parse_message(send.data)
+    assert isinstance(response, Response) and response.status == 483
+    assert response.to is not None and response.to.tag
+    assert response.headers.get_all("via") == [
+        "SIP/2.0/UDP 192.0.2.10:5062;branch=z9hG4bKabc;rport"
+    ]
+    assert proxy.stats.dropped == {DropReason.TOO_MANY_HOPS: 1}
+    assert proxy.stats.rejected == {483: 1}
+
+
+def test_max_forwards_one_is_forwarded_with_zero() -> None:
+    assert forward(StatelessProxy(config()), request(max_forwards=1)).max_forwards == 0
+
+
+def test_ack_with_max_forwards_zero_is_dropped_not_answered() -> None:
+    proxy = StatelessProxy(config())
+    assert proxy.on_datagram(request("ACK", max_forwards=0), CLIENT, LISTEN, NOW) == []
+    assert proxy.stats.dropped == {DropReason.TOO_MANY_HOPS: 1}
+
+
+def test_request_that_already_passed_through_us_is_a_loop() -> None:
+    proxy = StatelessProxy(config())
+    looped = (
+        f"SIP/2.0/UDP 192.0.2.10:5062;branch=z9hG4bKx, "
+        f"SIP/2.0/UDP 127.0.0.1:40000;branch={BRANCH_PREFIX}0xdeadbeef"
+    )
+    [send] = proxy.on_datagram(request(via=looped), CLIENT, LISTEN, NOW)
+    response = parse_message(send.data)
+    assert isinstance(response, Response) and response.status == 482
+    assert proxy.stats.dropped == {DropReason.LOOP: 1}
+
+
+def test_unparsable_is_dropped_and_keepalive_ignored() -> None:
+    proxy = StatelessProxy(config())
+    assert proxy.on_datagram(b"\x00\x01garbage", CLIENT, LISTEN, NOW) == []
+    assert proxy.on_datagram(b"\r\n\r\n", CLIENT, LISTEN, NOW) == []
+    assert proxy.stats.dropped == {DropReason.MALFORMED: 1}
+
+
+# -- responses from the upstream --------------------------------------------------------------
+
+
+def test_response_is_routed_back_by_via_to_received_and_rport() -> None:
+    proxy = StatelessProxy(config())
+    forwarded = forward(proxy, request(via="SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKn;rport"))
+    [send] = proxy.on_datagram(answer(forwarded), UPSTREAM, UP_LOCAL, NOW)
+    assert send.dest == CLIENT and send.local == LISTEN
+    response = parse_message(send.data)
+    assert isinstance(response, Response)
+    assert [v.branch for v in response.via] == ["z9hG4bKn"]
+    assert proxy.stats.forwarded_responses == 1
+
+
+def test_response_without_rport_goes_to_sent_by_port() -> None:
+    proxy = StatelessProxy(config())
+    forwarded = forward(proxy, request(via="SIP/2.0/UDP 192.0.2.10:5099;branch=z9hG4bKq"))
+    [send] = proxy.on_datagram(answer(forwarded), UPSTREAM, UP_LOCAL, NOW)
+    assert send.dest == Endpoint("192.0.2.10", 5099)
+
+
+@given(st.text(alphabet="0123456789abcdefx", min_size=1, max_size=24))
+def test_forged_branch_is_never_routed(suffix: str) -> None:
+    proxy = StatelessProxy(config())
+    forwarded = forward(proxy, request())
+    real = forwarded.via[0].branch
+    assert real is not None
+    fake = BRANCH_PREFIX + suffix
+    if fake == real:
+        return
+    data = answer(forwarded).replace(real.encode(), fake.encode())
+    assert proxy.on_datagram(data, UPSTREAM, UP_LOCAL, NOW) == []
+    assert proxy.stats.dropped == {DropReason.NO_ROUTE: 1}
+
+
+def test_response_whose_top_via_is_not_ours_is_dropped() -> None:
+    proxy = StatelessProxy(config())
+    forged = answer(parse_message(request()))  # type: ignore[arg-type]
+    assert proxy.on_datagram(forged, UPSTREAM, UP_LOCAL, NOW) == []
+    assert proxy.stats.dropped == {DropReason.NO_ROUTE: 1}
+
+
+def test_datagram_on_upstream_socket_from_elsewhere_is_dropped() -> None:
+    proxy = StatelessProxy(config())
+    forwarded = forward(proxy, request())
+    assert proxy.on_datagram(answer(forwarded), CLIENT, UP_LOCAL, NOW) == []
+    assert proxy.stats.dropped == {DropReason.NO_ROUTE: 1}
+
+
+# -- requests from the upstream toward clients ------------------------------------------------
+
+
+def bye_from_core(uri: str = "sip:alice@192.0.2.10:5062") -> bytes:
+    return request("BYE", via="SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKcore1", uri=uri)
+
+
+def test_request_from_upstream_goes_to_request_uri_and_its_response_comes_back() -> None:
+    proxy = StatelessProxy(config())
+    [send] = proxy.on_datagram(bye_from_core(), UPSTREAM, UP_LOCAL, NOW)
+    assert (send.dest, send.local) == (CLIENT, LISTEN)
+    bye = parse_message(send.data)
+    assert isinstance(bye, Request)
+    assert (bye.via[0].host, bye.via[0].port) == ("127.0.0.1", 5060)
+    [back] = proxy.on_datagram(answer(bye), CLIENT, LISTEN, NOW)
+    assert (back.dest, back.local) == (UPSTREAM, UP_LOCAL)
+    response = parse_message(back.data)
+    assert isinstance(response, Response)
+    assert [v.branch for v in response.via] == ["z9hG4bKcore1"]
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["sip:alice@client.example.net", "sips:alice@192.0.2.10", "sip:a@192.0.2.10;transport=tcp"],
+)
+def test_request_from_upstream_without_udp_ip_literal_is_not_routed(uri: str) -> None:
+    proxy = StatelessProxy(config())
+    assert proxy.on_datagram(bye_from_core(uri), UPSTREAM, UP_LOCAL, NOW) == []
+    assert proxy.stats.dropped == {DropReason.NO_ROUTE: 1}
+
+
+def test_ipv6_client_round_trip() -> None:
+    proxy = StatelessProxy(config())
+    client6 = Endpoint("2001:db8::10", 5062)
+    data = request(via="SIP/2.0/UDP [2001:db8::10]:5062;branch=z9hG4bK6;rport")
+    [send] = proxy.on_datagram(data, client6, LISTEN6, NOW)
+    forwarded = parse_message(send.data)
+    assert isinstance(forwarded, Request)
+    assert forwarded.via[1].rport == "5062"
+    [back] = proxy.on_datagram(answer(forwarded), UPSTREAM, UP_LOCAL, NOW)
+    assert (back.dest, back.local) == (client6, LISTEN6)
+    [bye] = proxy.on_datagram(
+        bye_from_core("sip:alice@[2001:db8::10]:5062"), UPSTREAM, UP_LOCAL, NOW
+    )
+    assert (bye.dest, bye.local) == (client6, LISTEN6)
+    assert b"Via: SIP/2.0/UDP [::1]:5060;branch=" in bye.data
+
+
+# -- policy and engine hooks -------------------------------------------------------------------
+
+
+def fixed(verdict: Verdict) -> object:
+    def policy(obs: Observation, now: float, findings: Sequence[Finding], raw: bytes) -> Verdict:
+        return verdict
+
+    return policy
+
+
+def test_policy_reject_answers_with_status_and_retry_after() -> None:
+    proxy = StatelessProxy(config(), policy=fixed(Reject(503, DropReason.OVERLOAD, 30)))  # type: ignore[arg-type]
+    [send] = proxy.on_datagram(request(), CLIENT, LISTEN, NOW)
+    response = parse_message(send.data)
+    assert isinstance(response, Response) and response.status == 503
+    assert response.headers.get("retry-after") == "30"
+    assert proxy.stats.dropped == {DropReason.OVERLOAD: 1}
+
+
+@pytest.mark.parametrize("verdict", [Drop(DropReason.SCANNER), Tarpit(DropReason.SCANNER, 5.0)])
+def test_policy_drop_and_tarpit_send_nothing_and_count(verdict: Verdict) -> None:
+    proxy = StatelessProxy(config(), policy=fixed(verdict))  # type: ignore[arg-type]
+    assert proxy.on_datagram(request(), CLIENT, LISTEN, NOW) == []
+    assert proxy.stats.dropped == {DropReason.SCANNER: 1}
+
+
+def test_policy_is_not_applied_to_the_upstream() -> None:
+    proxy = StatelessProxy(config(), policy=fixed(Drop(DropReason.SCANNER)))  # type: ignore[arg-type]
+    assert len(proxy.on_datagram(bye_from_core(), UPSTREAM, UP_LOCAL, NOW)) == 1
+
+
+def raising(*args: object) -> Verdict:
+    raise RuntimeError("bug")
+
+
+@pytest.mark.parametrize("fail_open", [False, True])
+def test_policy_or_engine_error_fails_closed_unless_configured(fail_open: bool) -> None:
+    class Broken(Engine):
+        def observe(self, obs: Observation) -> None:
+            raise RuntimeError("bug")
+
+    for proxy in (
+        StatelessProxy(config(fail_open=fail_open), policy=raising),
+        StatelessProxy(config(fail_open=fail_open), engine=Broken([])),
+    ):
+        sent = proxy.on_datagram(request(), CLIENT, LISTEN, NOW)
+        if fail_open:
+            assert len(sent) == 1 and not proxy.stats.dropped
+        else:
+            assert sent == [] and proxy.stats.dropped == {DropReason.ENGINE_ERROR: 1}
+
+
+def scanner_options(n: int) -> bytes:
+    return request(
+        via=f"SIP/2.0/UDP 192.0.2.66:5060;branch=z9hG4bKscan{n};rport",
+        extra="User-Agent: friendly-scanner\r\n",
+    )
+
+
+def test_real_engine_and_policy_drop_a_scanner_and_ban_it() -> None:
+    from sipwarden.gateway.policy import Policy
+    from sipwarden.gateway.proxy import Enforcer
+
+    engine = Engine([cls() for cls in DETECTORS.values()])
+    enforcer = Enforcer(Policy())
+    proxy = StatelessProxy(config(), engine=engine, policy=enforcer)
+    scanner = Endpoint("192.0.2.66", 5060)
+    sent = [proxy.on_datagram(scanner_options(i), scanner, LISTEN, NOW + i) for i in range(3)]
+    assert sent == [[], [], []]
+    assert proxy.stats.forwarded_requests == 0
+    assert proxy.stats.dropped == {DropReason.SCANNER: 1, DropReason.BLOCKLISTED: 2}
+    [ban] = enforcer.recent  # banned once, not once per packet
+    assert (ban.ip, ban.reason, ban.repeat) == ("192.0.2.66", "recon.scanner_user_agent", 0)
+    assert any(f.detector.startswith("recon.") for f in engine.findings())
+    # A legitimate client is still forwarded.
+    assert len(proxy.on_datagram(request(), CLIENT, LISTEN, NOW + 5)) == 1
+    proxy.advance(NOW + 10)
+
+
+# -- build_response ----------------------------------------------------------------------------
+
+
+@given(status=st.sampled_from([400, 403, 405, 413, 482, 483, 503]), tagged=st.booleans())
+def test_build_response_parses_and_copies_the_transaction_headers(
+    status: int, tagged: bool
+) -> None:
+    to = "<sip:alice@example.net>" + (";tag=theirs" if tagged else "")
+    req = parse_message(request().replace(b"To: <sip:alice@example.net>", f"To: {to}".encode()))
+    assert isinstance(req, Request)
+    response = parse_message(build_response(req, status, to_tag="ours"))
+    assert isinstance(response, Response) and response.status == status
+    assert response.call_id == req.call_id and response.cseq == req.cseq
+    assert response.headers.get_all("via") == req.headers.get_all("via")
+    assert response.to is not None and response.to.tag == ("theirs" if tagged else "ours")
+
+
+def test_send_is_a_plain_tuple() -> None:
+    assert Send(b"x", CLIENT, LISTEN).dest == CLIENT
+
+
+# -- hostile input -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        request(via="garbage here"),
+        request().replace(b"Max-Forwards: 70", b"Max-Forwards: abc"),
+    ],
+)
+def test_malformed_routing_headers_are_dropped_not_raised(data: bytes) -> None:
+    proxy = StatelessProxy(config())
+    assert proxy.on_datagram(data, CLIENT, LISTEN, NOW) == []
+    assert proxy.stats.dropped == {DropReason.MALFORMED: 1}
+
+
+def test_reject_of_a_request_with_a_malformed_to_is_a_drop() -> None:
+    # A stateless proxy forwards without reading To; answering needs it (the tag).
+    data = request().replace(b"To: <sip:alice@example.net>", b"To: <<<")
+    proxy = StatelessProxy(config(), policy=fixed(Reject(403, DropReason.INJECTION)))  # type: ignore[arg-type]
+    assert proxy.on_datagram(data, CLIENT, LISTEN, NOW) == []
+    assert proxy.stats.dropped == {DropReason.INJECTION: 1}  # counted once, by its verdict
+    assert not proxy.stats.rejected
+
+
+def test_request_from_upstream_at_max_forwards_zero_is_answered_483_to_the_upstream() -> None:
+    proxy = StatelessProxy(config())
+    data = bye_from_core().replace(b"Max-Forwards: 70", b"Max-Forwards: 0")
+    [send] = proxy.on_datagram(data, UPSTREAM, UP_LOCAL, NOW)
+    assert (send.dest, send.local) == (UPSTREAM, UP_LOCAL)
+    assert send.data.startswith(b"SIP/2.0 483 ")
+
+
+_SAMPLES = [request(), request("INVITE"), bye_from_core()]
+
+
+@given(
+    sample=st.sampled_from(_SAMPLES),
+    cut=st.integers(0, 400),
+    junk=st.binary(max_size=40),
+    from_upstream=st.booleans(),
+)
+def test_any_mutation_yields_actions_or_a_counted_drop(
+    sample: bytes, cut: int, junk: bytes, from_upstream: bool
+) -> None:
+    """The proxy never raises, and a message it does not send on is counted exactly once
+    (a rejection sends a response and counts its reason)."""
+    proxy = StatelessProxy(config())
+    data = sample[:cut] + junk + sample[cut + len(junk) :]
+    src, local = (UPSTREAM, UP_LOCAL) if from_upstream else (CLIENT, LISTEN)
+    sent = proxy.on_datagram(data, src, local, NOW)
+    stats = proxy.stats
+    keepalive = data.strip(b"\r\n") == b""
+    dropped = sum(stats.dropped.values())
+    assert dropped <= 1
+    assert dropped == 1 or sent or keepalive
+    assert all(isinstance(s, Send) for s in sent)
+
+
+def test_outgoing_edit_applies_only_to_messages_toward_the_untrusted_side() -> None:
+    from sipwarden.gateway.sanitize import Sanitizer
+
+    proxy = StatelessProxy(config(), outgoing=Sanitizer().outgoing)
+    forwarded = forward(proxy, request(extra="User-Agent: Phone 1.2.3\r\n"))
+    assert forwarded.headers.get("user-agent") == "Phone 1.2.3"  # inbound: untouched
+    reply = answer(forwarded).replace(
+        b"Content-Length", b"Server: kamailio (5.6.3)\r\nContent-Length"
+    )
+    [send] = proxy.on_datagram(reply, UPSTREAM, UP_LOCAL, NOW)
+    assert b"5.6.3" not in send.data
+
+
+_HOP_A = "SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKa;rport"
+_HOP_B = "SIP/2.0/UDP 10.0.0.9;branch=z9hG4bKb"
+
+
+@pytest.mark.parametrize(
+    "via_lines",
+    [
+        f"Via: {_HOP_A}, {_HOP_B}",
+        f"Via: {_HOP_A}\r\n ,{_HOP_B}",
+        f"v: {_HOP_A}\nVia: {_HOP_B}",
+    ],
+    ids=["two-hops-one-line", "folded", "compact-and-lf"],
+)
+def test_top_hop_marked_and_other_hops_kept(via_lines: str) -> None:
+    data = request().replace(
+        b"Via: SIP/2.0/UDP 192.0.2.10:5062;branch=z9hG4bKabc;rport", via_lines.encode()
+    )
+    out = forward(StatelessProxy(config()), data)
+    assert [v.branch for v in out.via][1:] == ["z9hG4bKa", "z9hG4bKb"]
+    assert (out.via[1].received, out.via[1].rport) == ("192.0.2.10", "5062")
+    assert out.via[2].received is None
+    assert out.max_forwards == 69

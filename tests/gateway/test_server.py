@@ -1,0 +1,188 @@
+"""The asyncio adapter over real loopback UDP sockets, and the ``sipwarden gateway`` command's
+address handling and errors (subprocess, bounded by ``--duration``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from sipwarden.detect import DETECTORS, Engine
+from sipwarden.errors import InputError
+from sipwarden.gateway.server import RECV_MAX, GatewayServer, parse_address
+from sipwarden.net import Endpoint
+from sipwarden.sip import Request, Response, parse_message
+
+
+def options(port: int, branch: str = "z9hG4bKsrv1", ua: str = "sipsak 0.9.8") -> bytes:
+    return (
+        f"OPTIONS sip:alice@127.0.0.1 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch={branch};rport\r\nMax-Forwards: 70\r\n"
+        "From: <sip:bob@127.0.0.1>;tag=f1\r\nTo: <sip:alice@127.0.0.1>\r\n"
+        f"Call-ID: {branch}@127.0.0.1\r\nCSeq: 1 OPTIONS\r\nUser-Agent: {ua}\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def udp(family: socket.AddressFamily = socket.AF_INET) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.bind(("::1" if family == socket.AF_INET6 else "127.0.0.1", 0))
+    sock.setblocking(False)
+    return sock
+
+
+async def recv(sock: socket.socket, timeout: float = 3.0) -> tuple[bytes, tuple[str, int]]:
+    loop = asyncio.get_running_loop()
+    data, addr = await asyncio.wait_for(loop.sock_recvfrom(sock, 65535), timeout)
+    return data, addr
+
+
+def echo_response(data: bytes) -> bytes:
+    req = parse_message(data)
+    assert isinstance(req, Request)
+    vias = "".join(f"Via: {v}\r\n" for v in req.headers.get_all("via"))
+    return (
+        f"SIP/2.0 200 OK\r\n{vias}From: {req.headers.get('from')}\r\n"
+        f"To: {req.headers.get('to')};tag=up\r\nCall-ID: {req.call_id}\r\n"
+        f"CSeq: {req.headers.get('cseq')}\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
+def test_round_trip_through_real_sockets(family: socket.AddressFamily) -> None:
+    if family == socket.AF_INET6 and not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    loopback = "::1" if family == socket.AF_INET6 else "127.0.0.1"
+
+    async def scenario() -> None:
+        upstream, client = udp(family), udp(family)
+        up_port, client_port = upstream.getsockname()[1], client.getsockname()[1]
+        server = GatewayServer(
+            [Endpoint(loopback, 0)],
+            Endpoint(loopback, up_port),
+            Engine([cls() for cls in DETECTORS.values()]),
+        )
+        await server.start()
+        task = asyncio.create_task(server.run(duration=10))
+        try:
+            listen = server.local_endpoints[0]
+            loop = asyncio.get_running_loop()
+            await loop.sock_sendto(client, options(client_port), (listen.ip, listen.port))
+            data, gw_addr = await recv(upstream)
+            forwarded = parse_message(data)
+            assert isinstance(forwarded, Request) and len(forwarded.via) == 2
+            await loop.sock_sendto(upstream, echo_response(data), gw_addr)
+            data, addr = await recv(client)
+            response = parse_message(data)
+            assert isinstance(response, Response) and response.status == 200
+            assert len(response.via) == 1
+            assert (addr[0], addr[1]) == (listen.ip, listen.port)
+            # A datagram to the upstream-side socket from anyone else never arrives: the socket
+            # is connected to the upstream.
+            await loop.sock_sendto(client, echo_response(forwarded.raw), gw_addr)
+            await asyncio.sleep(0.1)
+            assert server.proxy is not None
+            assert server.proxy.stats.received == 2
+        finally:
+            server.stop()
+            await asyncio.wait_for(task, 5)
+            upstream.close()
+            client.close()
+
+    asyncio.run(scenario())
+
+
+def test_receive_buffer_is_lowered_from_256_kib() -> None:
+    async def scenario() -> list[int]:
+        server = GatewayServer([Endpoint("127.0.0.1", 0)], Endpoint("127.0.0.1", 9))
+        await server.start()
+        try:
+            return [getattr(b.transport, "max_size", RECV_MAX) for b in server._bound.values()]
+        finally:
+            server.close()
+
+    assert asyncio.run(scenario()) == [RECV_MAX, RECV_MAX]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("udp:127.0.0.1:5060", Endpoint("127.0.0.1", 5060)),
+        ("UDP:[::1]:5070", Endpoint("::1", 5070)),
+        ("udp:[2001:DB8::1]:5060", Endpoint("2001:db8::1", 5060)),
+    ],
+)
+def test_parse_address(text: str, expected: Endpoint) -> None:
+    assert parse_address(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "127.0.0.1:5060",
+        "tcp:127.0.0.1:5060",
+        "udp:127.0.0.1",
+        "udp:::1:5060",
+        "udp:[::1]5060",
+        "udp:host.example:5060",
+        "udp:127.0.0.1:0",
+        "udp:127.0.0.1:70000",
+        "udp:127.0.0.1:x",
+    ],
+)
+def test_parse_address_rejects(text: str) -> None:
+    with pytest.raises(InputError):
+        parse_address(text)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sipwarden", "gateway", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--listen", "udp:127.0.0.1", "--upstream", "udp:127.0.0.1:5070"], "udp:IP:PORT"),
+        (["--listen", "udp:0.0.0.0:5060", "--upstream", "udp:127.0.0.1:5070"], "name the"),
+        (["--listen", "udp:192.0.2.1:5060", "--upstream", "udp:127.0.0.1:5070"], "allow-public"),
+    ],
+)
+def test_cli_usage_errors_exit_2(args: list[str], message: str) -> None:
+    result = run_cli(*args, "--duration", "1")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: ") and message in result.stderr
+
+
+def test_cli_port_in_use_exits_2() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        result = run_cli(
+            "--listen", f"udp:127.0.0.1:{port}", "--upstream", "udp:127.0.0.1:5070",
+            "--duration", "1",
+        )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: udp:127.0.0.1:{port}: cannot listen")
+
+
+def test_cli_runs_for_duration_and_reports_json() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = run_cli(
+        "--listen", f"udp:127.0.0.1:{port}", "--upstream", "udp:127.0.0.1:5070",
+        "--duration", "0.5",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["received"] == 0 and report["findings"] == [] and report["dropped"] == {}
