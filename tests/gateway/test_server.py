@@ -8,6 +8,7 @@ import json
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -186,3 +187,55 @@ def test_cli_runs_for_duration_and_reports_json() -> None:
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["received"] == 0 and report["findings"] == [] and report["dropped"] == {}
+
+
+def test_shared_blocklist_is_enforced_and_followed(tmp_path: Path) -> None:
+    """`sipwarden blocklist` writes a SQLite store; the gateway mirrors it within a tick: a
+    listed source is dropped, and once removed it is forwarded again."""
+
+    from sipwarden.cli.gateway import _blocklist_mirror
+    from sipwarden.gateway.policy import Policy
+    from sipwarden.gateway.proxy import Enforcer
+    from sipwarden.store.sqlite import SqliteBlocklistStore
+
+    db = tmp_path / "blocklist.db"
+    with SqliteBlocklistStore(db) as cli_store:
+        cli_store.add("127.0.0.3", 0.0, ttl_s=None, reason="operator", origin="cli")
+
+    async def scenario() -> None:
+        upstream = udp()
+        blocked = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        blocked.bind(("127.0.0.3", 0))
+        blocked.setblocking(False)
+        enforcer = Enforcer(Policy())
+        server = GatewayServer(
+            [Endpoint("127.0.0.1", 0)],
+            Endpoint("127.0.0.1", upstream.getsockname()[1]),
+            Engine([cls() for cls in DETECTORS.values()]),
+            enforcer,
+            on_tick=_blocklist_mirror(db, enforcer),
+        )
+        await server.start()
+        task = asyncio.create_task(server.run(duration=10))
+        loop = asyncio.get_running_loop()
+        listen = server.local_endpoints[0]
+        port = blocked.getsockname()[1]
+        try:
+            await loop.sock_sendto(blocked, options(port, "z9hG4bKb1", "phone/1.0"), listen[:2])
+            with pytest.raises(TimeoutError):
+                await recv(upstream, timeout=0.5)
+            assert server.proxy is not None
+            assert server.proxy.stats.dropped.get("blocklisted") == 1
+            with SqliteBlocklistStore(db) as cli_store:
+                assert cli_store.remove("127.0.0.3")
+            await asyncio.sleep(1.5)  # one tick mirrors the change
+            await loop.sock_sendto(blocked, options(port, "z9hG4bKb2", "phone/1.0"), listen[:2])
+            data, _ = await recv(upstream)
+            assert isinstance(parse_message(data), Request)
+        finally:
+            server.stop()
+            await asyncio.wait_for(task, 5)
+            upstream.close()
+            blocked.close()
+
+    asyncio.run(scenario())

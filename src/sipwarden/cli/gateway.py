@@ -4,7 +4,9 @@ First slice of issue 4: a stateless UDP proxy (IPv4 and IPv6) between ``--listen
 (the untrusted side, repeatable) and one ``--upstream``; every message is inspected by the same
 engine and detectors as ``analyze``. ``--duration S`` stops it by itself; SIGINT/SIGTERM stop it
 gracefully. On exit one JSON document goes to stdout: the counters (every drop by reason) and
-the findings.
+the findings. ``--blocklist-db`` (or ``$SIPWARDEN_DB``) names the shared SQLite blocklist that
+``sipwarden blocklist`` writes: the gateway mirrors it into memory within a second of a change
+and enforces it; its own bans from findings stay in memory (listed in the exit report).
 
 Secure defaults: the listen addresses must be concrete (they are written into Via headers, so
 ``0.0.0.0`` / ``::`` are refused), and a non-loopback listen address needs ``--allow-public``:
@@ -16,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -25,6 +29,7 @@ import typer
 from sipwarden.errors import InputError
 
 if TYPE_CHECKING:
+    from sipwarden.gateway.proxy import Enforcer
     from sipwarden.net import Endpoint
 
 __all__ = ["gateway_command"]
@@ -68,6 +73,16 @@ def gateway_command(
             "--fail-open", help="Forward when the engine raises (default: drop, counted)."
         ),
     ] = False,
+    blocklist_db: Annotated[
+        Path | None,
+        typer.Option(
+            "--blocklist-db",
+            help=(
+                "The shared SQLite blocklist that `sipwarden blocklist` writes; its bans apply "
+                "within a second of a change [default: $SIPWARDEN_DB if set, else none]."
+            ),
+        ),
+    ] = None,
 ) -> None:
     """Run the inline SIP firewall: a stateless UDP proxy that inspects every message."""
     from sipwarden.config import Settings, load_settings  # noqa: PLC0415
@@ -92,8 +107,17 @@ def gateway_command(
     engine = Engine(settings.build_detectors(), settings.engine)
     # Default policy and sanitizing until the gateway's own config section exists (issue 4).
     policy = Enforcer(Policy())
+    env_db = os.environ.get("SIPWARDEN_DB")
+    shared_path = blocklist_db or (Path(env_db) if env_db else None)
+    on_tick = _blocklist_mirror(shared_path, policy) if shared_path is not None else None
     server = GatewayServer(
-        endpoints, upstream_ep, engine, policy, Sanitizer().outgoing, fail_open=fail_open
+        endpoints,
+        upstream_ep,
+        engine,
+        policy,
+        Sanitizer().outgoing,
+        fail_open=fail_open,
+        on_tick=on_tick,
     )
 
     async def serve() -> None:
@@ -125,6 +149,23 @@ def gateway_command(
         "findings": [f.to_json() for f in engine.finish()],
     }
     sys.stdout.write(json.dumps(report, ensure_ascii=False, indent=2) + "\n")
+
+
+def _blocklist_mirror(path: Path, enforcer: Enforcer) -> Callable[[float], None]:
+    """A tick that copies the shared SQLite blocklist into the gateway's in-memory one when it
+    changed (its data_version moved): one cheap query a second instead of one per message."""
+    from sipwarden.store.sqlite import SqliteBlocklistStore  # noqa: PLC0415
+
+    store = SqliteBlocklistStore(path)  # InputError/StoreUnavailable name the file
+    seen: list[int | None] = [None]
+
+    def mirror(now: float) -> None:
+        version = store.data_version()
+        if version != seen[0]:
+            enforcer.mirror(store.list(now), now)
+            seen[0] = version
+
+    return mirror
 
 
 def _text(endpoint: Endpoint) -> str:

@@ -60,7 +60,6 @@ from typing import TYPE_CHECKING, NamedTuple
 from sipwarden.detect.engine import Engine
 from sipwarden.detect.finding import Finding
 from sipwarden.detect.observation import Observation
-from sipwarden.detect.tables import TtlMap
 from sipwarden.gateway.verdict import Drop, DropReason, Forward, Reject, Tarpit, Verdict
 from sipwarden.net import Endpoint, Transport
 from sipwarden.sip import Request, Response, SipParseError, Via, parse_message
@@ -73,6 +72,8 @@ from sipwarden.sip.serialize import (
     pop_via,
     push_via_edit,
 )
+from sipwarden.store.base import BlockEntry, StoreFull
+from sipwarden.store.memory import MemoryBlocklistStore
 
 if TYPE_CHECKING:
     from sipwarden.gateway.policy import BlockOrder
@@ -97,7 +98,6 @@ Outgoing = Callable[[Request | Response], Request | Response]
 #: Every branch this gateway writes starts with this (the RFC 3261 magic cookie + "sw").
 BRANCH_PREFIX = BRANCH_COOKIE + "sw"
 #: Longest attacker-chosen key kept in a table (as gateway/policy.py cuts them).
-MAX_KEY_CHARS = 128
 _DIGEST_SIZE = 8  # 64 bits: a forged response has a 2**-64 chance per try
 
 #: A policy: the observation, the time, the findings this message raised or extended, the raw
@@ -477,20 +477,22 @@ class StatelessProxy:
 
 
 class Enforcer:
-    """Adapts :class:`~sipwarden.gateway.policy.Policy` to the proxy: each decision reads a
-    bounded in-memory blocklist, and the bans the policy orders from the findings are written
-    to it (``max_bans`` entries, each kept at most ``max_ban_s``; the oldest is evicted first).
+    """Adapts :class:`~sipwarden.gateway.policy.Policy` to the proxy: each decision reads the
+    blocklist (a :class:`~sipwarden.store.memory.MemoryBlocklistStore`: the gateway's copy of
+    the shared store, see :meth:`mirror`), and the bans the policy orders from findings are
+    written to it as ``origin="finding"`` entries.
     """
 
-    def __init__(self, policy: GatewayPolicy, max_bans: int = 100_000) -> None:
+    def __init__(self, policy: GatewayPolicy, store: MemoryBlocklistStore | None = None) -> None:
         self.policy = policy
-        self.bans: TtlMap[str, float] = TtlMap(max_bans, policy.config.max_ban_s)
+        self.store = store if store is not None else MemoryBlocklistStore()
         #: The latest bans ordered (for the exit report and logs), bounded.
         self.recent: deque[BlockOrder] = deque(maxlen=1000)
+        #: Bans the store had no room for (operator bans fill it): counted, not raised.
+        self.bans_refused = 0
 
     def is_blocked(self, ip: str, now: float) -> bool:
-        expires_at = self.bans.get(ip[:MAX_KEY_CHARS], now)
-        return expires_at is not None and expires_at > now
+        return self.store.get(ip, now) is not None
 
     def __call__(
         self, obs: Observation, now: float, findings: Sequence[Finding], raw: bytes = b""
@@ -502,13 +504,39 @@ class Enforcer:
         fresh = [f for f in findings if f.source is None or not self.is_blocked(f.source.ip, now)]
         if fresh:
             for order in self.policy.blocklist_entries(fresh, now):
-                self.bans.set(order.ip[:MAX_KEY_CHARS], order.expires_at, now)
+                entry = BlockEntry(
+                    order.ip,
+                    order.reason,
+                    "finding",
+                    now,
+                    order.expires_at,
+                    order.repeat,
+                    order.finding_id,
+                )
+                try:
+                    self.store.put(entry, now)
+                except StoreFull:
+                    self.bans_refused += 1
+                    continue
                 self.recent.append(order)
         return verdict
 
+    def mirror(self, shared: list[BlockEntry], now: float) -> None:
+        """Make the copy hold exactly ``shared`` (the entries of the store the CLI and the
+        exchange write), keeping the gateway's own finding bans."""
+        keep = {entry.network for entry in shared}
+        for entry in self.store.list(now):
+            if entry.origin != "finding" and entry.network not in keep:
+                self.store.remove(entry.network)
+        for entry in shared:
+            try:
+                self.store.put(entry, now)
+            except StoreFull:
+                self.bans_refused += 1
+
     def advance(self, now: float) -> None:
         self.policy.advance(now)
-        self.bans.expire(now)
+        self.store.expire(now)
 
 
 def _response_destination(hop: Via) -> Endpoint | None:

@@ -27,6 +27,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -106,6 +107,7 @@ class GatewayServer:
         *,
         secret: bytes | None = None,
         fail_open: bool = False,
+        on_tick: Callable[[float], None] | None = None,
     ) -> None:
         self.listen = listen
         self.upstream = upstream
@@ -114,6 +116,9 @@ class GatewayServer:
         self.outgoing = outgoing
         self.secret = secret if secret is not None else os.urandom(32)
         self.fail_open = fail_open
+        #: Called with the wall clock at start and every tick (the CLI mirrors the shared
+        #: blocklist through it).
+        self.on_tick = on_tick
         self.proxy: StatelessProxy | None = None
         self.socket_errors = 0
         self.internal_errors = 0
@@ -219,6 +224,7 @@ class GatewayServer:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self._stop.set)
                 handled.append(sig)
+        self._tick(time.time())
         ticker = asyncio.create_task(self._advance_forever())
         try:
             with contextlib.suppress(TimeoutError):
@@ -234,12 +240,23 @@ class GatewayServer:
     async def _advance_forever(self) -> None:
         while True:
             await asyncio.sleep(ADVANCE_EVERY_S)
+            now = time.time()
             if self.proxy is not None:
                 try:
-                    self.proxy.advance(time.time())
+                    self.proxy.advance(now)
                 except Exception:
                     self.internal_errors += 1
                     log.exception("advancing the engine or the policy raised")
+            self._tick(now)
+
+    def _tick(self, now: float) -> None:
+        if self.on_tick is None:
+            return
+        try:
+            self.on_tick(now)
+        except Exception:  # e.g. the shared blocklist is locked or gone: keep serving
+            self.internal_errors += 1
+            log.exception("the periodic task raised")
 
 
 def _family(endpoint: Endpoint) -> socket.AddressFamily:
