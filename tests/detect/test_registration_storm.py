@@ -66,6 +66,7 @@ def run(detector: RegistrationStorm, observations: list[Observation]) -> list[Se
 
 def small(**kwargs: float) -> RegistrationStorm:
     kwargs.setdefault("min_sources", 3)
+    kwargs.setdefault("warmup_s", 0.0)  # the warm-up has its own tests
     return RegistrationStorm(
         RegistrationStormConfig(registers_per_window=10, window_s=10.0, **kwargs)  # type: ignore[arg-type]
     )
@@ -95,6 +96,24 @@ def test_storm_of_unknown_aors_fires_at_n_not_below() -> None:
     assert hit.indicators["unknown_aor_registers"] == "10"
     assert hit.recommended_action is not None
     assert hit.recommended_action.action_code == "RATE_LIMIT"
+
+
+def test_storm_during_the_warm_up_is_low_then_high() -> None:
+    """Right after a registrar is first seen no AOR can be known: low, "too soon to tell";
+    after the warm-up the same storm is high."""
+    detector = small(warmup_s=100.0)
+    hits = []
+    for i in range(10):
+        (obs,) = register_pair(f"u{i}", ts=i * 0.1, status=None, src=ip(i))
+        hits += detector.observe(obs)
+    (early,) = hits
+    assert early.severity is Severity.LOW and "too soon to tell" in early.summary
+    hits = []
+    for i in range(10):
+        (obs,) = register_pair(f"w{i}", ts=200.0 + i * 0.1, status=None, src=ip(i))
+        hits += detector.observe(obs)
+    (late,) = hits
+    assert late.severity is Severity.HIGH
 
 
 def test_reregistration_burst_of_known_aors_is_low() -> None:

@@ -529,6 +529,16 @@ class RegistrationStormConfig(DetectorConfig):
             "the Kamailio default config's ban (htable autoexpire)."
         ),
     )
+    warmup_s: float = Field(
+        3600.0,
+        ge=0,
+        description=(
+            "For this long after a registrar's first REGISTER is seen, a storm is reported low "
+            "(MONITOR): no AOR can be known yet, so a storm and a re-registration burst look "
+            "alike. 3600 s, the RFC 3261 §10.2.1.1 default registration expiry: after one "
+            "interval every registered UA has refreshed and is known. 0 turns it off."
+        ),
+    )
 
 
 @register
@@ -552,8 +562,10 @@ class RegistrationStorm(Detector):
     known share 80 % our proposal (no engine publishes one; anchors §1 "registration-storm vs
     attack": only RED's re-sync avoidance); 10 distinct sources our proposal; AOR memory 7
     days.
-    Known false positives: a burst right after sipwarden started (no AOR known yet) or after
-    more than ``known_aor_ttl_s`` of outage reads as a storm; mass provisioning of new phones.
+    For ``warmup_s`` after a registrar is first seen no AOR can be known, so a storm is reported
+    low. Known false positives: a burst after more than ``known_aor_ttl_s`` of outage reads as
+    a storm; mass provisioning of new phones. Known false negatives: a storm in the first
+    ``warmup_s`` is only low (per-source floods still trip ``tdos.request_flood``).
     Known false negatives: a flood re-using one known AOR counts as known (the credential
     detectors and tdos.request_flood see it).
     """
@@ -580,6 +592,8 @@ class RegistrationStorm(Detector):
             cfg.max_registrars, cfg.window_s, cfg.min_sources
         )
         self._throttle = _Throttle(2 * cfg.max_registrars, cfg.window_s)
+        # registrar -> when its first REGISTER was seen (for the warm-up); kept as long as AORs.
+        self._first_seen: TtlMap[str, float] = TtlMap(cfg.max_registrars, cfg.known_aor_ttl_s)
 
     @staticmethod
     def _aor(user: str | None, host: str | None) -> str | None:
@@ -612,6 +626,10 @@ class RegistrationStorm(Detector):
             user, host = None, None
         aor = self._aor(user, host)
         registrar = obs.dst.ip
+        first_seen = self._first_seen.get(registrar, now)
+        if first_seen is None:
+            first_seen = now
+        self._first_seen.set(registrar, first_seen, now)
         if aor is not None and self.is_known(aor, now):
             known = self._known.add(registrar, now)
             unknown = self._unknown.count(registrar, now)
@@ -637,6 +655,21 @@ class RegistrationStorm(Detector):
             "window_s": f"{cfg.window_s:g}",
         }
         target = Target(obs.dst.ip, obs.dst.port)
+        if storm and now - first_seen < cfg.warmup_s:
+            return [
+                self.hit(
+                    obs,
+                    Severity.LOW,
+                    40,
+                    f"registration storm or re-registration burst on {registrar}: {total} "
+                    f"REGISTERs in {cfg.window_s:g} s, {unknown} for AORs not yet seen accepted "
+                    f"(registrar first seen {now - first_seen:.0f} s ago: too soon to tell)",
+                    f"{registrar}|storm",
+                    target=target,
+                    indicators=indicators,
+                    action=RecommendedAction("MONITOR"),
+                )
+            ]
         if storm:
             return [
                 self.hit(
@@ -672,6 +705,7 @@ class RegistrationStorm(Detector):
         self._sources.expire(now)
         self._throttle.table.expire(now)
         self._known_aors.expire(now)
+        self._first_seen.expire(now)
         return []
 
     def next_deadline(self) -> float | None:
@@ -683,6 +717,7 @@ class RegistrationStorm(Detector):
                 self._sources.next_expiry(),
                 self._throttle.table.next_expiry(),
                 self._known_aors.next_expiry(),
+                self._first_seen.next_expiry(),
             )
             if d is not None
         ]
@@ -690,7 +725,14 @@ class RegistrationStorm(Detector):
 
     def stats(self) -> TableStats:
         return TableStats.total(
-            (self._known, self._unknown, self._sources, self._throttle.table, self._known_aors)
+            (
+                self._known,
+                self._unknown,
+                self._sources,
+                self._throttle.table,
+                self._known_aors,
+                self._first_seen,
+            )
         )
 
     def state_size(self) -> int:
