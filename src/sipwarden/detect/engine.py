@@ -8,6 +8,11 @@ same ``(detector, key)`` into one finding per *episode* - while hits keep coming
 highest severity and confidence seen); a later hit starts a new episode with a new stable id.
 Episodes idle for longer than the gap are closed when time advances.
 
+Before the detectors see an observation, the engine's :class:`~sipwarden.detect.tracker.Tracker`
+matches it to its transaction and call; the tracker's events go to the detectors that override
+``on_transaction`` / ``on_call``. ``observe`` returns the findings the observation raised or
+extended, so an inline gateway can act on the packet that caused them.
+
 Time is packet time: the caller (a pcap reader, the gateway) passes each observation in order
 and calls :meth:`Engine.advance` when time moves without traffic. Nothing here reads a clock.
 
