@@ -58,6 +58,13 @@ def request(
     ).encode()
 
 
+#: What a phone adds to a request and a response does not copy (keeps answers smaller).
+PHONE_HEADERS = (
+    "Contact: <sip:bob@192.0.2.10:5062>\r\nUser-Agent: Softphone 1.0\r\n"
+    "Allow: INVITE, ACK, CANCEL, BYE, OPTIONS\r\n"
+)
+
+
 def forward(proxy: StatelessProxy, data: bytes, src: Endpoint = CLIENT) -> Request:
     [send] = proxy.on_datagram(data, src, LISTEN, NOW)
     assert (send.dest, send.local) == (UPSTREAM, UP_LOCAL)
@@ -98,6 +105,36 @@ def test_received_added_when_sent_by_differs_and_untouched_otherwise() -> None:
     direct = request(via="SIP/2.0/UDP 192.0.2.10:5062;branch=z9hG4bKd")
     out = forward(proxy, direct)
     assert out.via[1].params_text == ";branch=z9hG4bKd"
+
+
+@pytest.mark.parametrize("forged", [";received=198.51.100.99", ";received=198.51.100.99;rport=9"])
+def test_a_received_written_by_the_client_is_replaced_so_answers_go_to_the_source(
+    forged: str,
+) -> None:
+    """A client writing received=<victim> into its own Via must not aim the upstream's
+    responses at the victim (reflection): the gateway overwrites it with the packet source."""
+    proxy = StatelessProxy(config())
+    out = forward(proxy, request(via=f"SIP/2.0/UDP 192.0.2.10:5062;branch=z9hG4bKr{forged}"))
+    assert out.via[1].received == "192.0.2.10"
+    [send] = proxy.on_datagram(answer(out), UPSTREAM, UP_LOCAL, NOW)
+    assert send.dest.ip == "192.0.2.10"
+
+
+def test_clients_whose_branches_collide_get_different_branches_from_us() -> None:
+    """The upstream matches transactions by branch and sent-by (RFC 3261 §17.2.3); every
+    request we forward has our sent-by, so the previous hop's sent-by and source must enter our
+    branch - else phone B's request is taken for a retransmission of phone A's."""
+    proxy = StatelessProxy(config())
+    a = forward(proxy, request(via="SIP/2.0/UDP 192.0.2.10:5062;branch=z9hG4bK1"))
+    b = forward(proxy, request(via="SIP/2.0/UDP 192.0.2.11:5062;branch=z9hG4bK1"))
+    # Two phones behind different NATs with the same private sent-by.
+    natted = "SIP/2.0/UDP 192.168.1.10:5060;branch=z9hG4bK1;rport"
+    c = forward(proxy, request(via=natted), src=Endpoint("198.51.100.1", 1024))
+    d = forward(proxy, request(via=natted), src=Endpoint("198.51.100.2", 1024))
+    assert len({m.via[0].branch for m in (a, b, c, d)}) == 4
+    # Each response still routes back to its own phone.
+    [to_d] = proxy.on_datagram(answer(d), UPSTREAM, UP_LOCAL, NOW)
+    assert to_d.dest == Endpoint("198.51.100.2", 1024)
 
 
 def test_missing_max_forwards_gets_70() -> None:
@@ -151,16 +188,93 @@ def test_ack_with_max_forwards_zero_is_dropped_not_answered() -> None:
     assert proxy.stats.dropped == {DropReason.TOO_MANY_HOPS: 1}
 
 
-def test_request_that_already_passed_through_us_is_a_loop() -> None:
+def _back_through_us(forwarded: Request, uri: str | None = None) -> bytes:
+    """The core sending ``forwarded`` back to our listen address (its own Via on top),
+    unchanged (a loop) or retargeted to ``uri`` (a spiral)."""
+    raw = forwarded.raw.decode()
+    if uri is not None:
+        raw = raw.replace(forwarded.uri, uri, 1)
+    head, _, rest = raw.partition("\r\n")
+    return f"{head}\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKcore1\r\n{rest}".encode()
+
+
+def test_request_that_comes_back_unchanged_is_a_loop() -> None:
+    proxy = StatelessProxy(config())
+    once = forward(proxy, request())
+    [send] = proxy.on_datagram(_back_through_us(once), UPSTREAM, LISTEN, NOW)
+    response = parse_message(send.data)
+    assert isinstance(response, Response) and response.status == 482
+    assert send.dest == UPSTREAM  # to the packet's source
+    assert proxy.stats.dropped == {DropReason.LOOP: 1}
+
+
+def test_spiral_through_us_is_not_a_loop() -> None:
+    """RFC 3261 §16.3 step 4: the core retargeted the request (new Request-URI) back through
+    the gateway - a spiral, forwarded, not answered 482."""
+    proxy = StatelessProxy(config())
+    once = forward(proxy, request())
+    twice = forward(proxy, _back_through_us(once, "sip:voicemail@example.net"), src=UPSTREAM)
+    assert twice.uri == "sip:voicemail@example.net"
+    assert proxy.stats.dropped == {}
+    # ... and the spiralled copy coming back unchanged is a loop.
+    [send] = proxy.on_datagram(_back_through_us(twice), UPSTREAM, LISTEN, NOW)
+    response = parse_message(send.data)
+    assert isinstance(response, Response) and response.status == 482
+
+
+def test_forged_via_of_ours_without_our_loop_digest_is_not_a_loop() -> None:
     proxy = StatelessProxy(config())
     looped = (
         f"SIP/2.0/UDP 192.0.2.10:5062;branch=z9hG4bKx, "
-        f"SIP/2.0/UDP 127.0.0.1:40000;branch={BRANCH_PREFIX}0xdeadbeef"
+        f"SIP/2.0/UDP 127.0.0.1:40000;branch={BRANCH_PREFIX}0xdeadbeef.0123456789abcdef"
     )
-    [send] = proxy.on_datagram(request(via=looped), CLIENT, LISTEN, NOW)
+    forward(proxy, request(via=looped))
+    assert proxy.stats.dropped == {}
+
+
+def test_cancel_and_non_2xx_ack_keep_the_invite_branch_and_loop_digest() -> None:
+    proxy = StatelessProxy(config())
+    invite = forward(proxy, request("INVITE"))
+    cancel = forward(proxy, request("CANCEL"))
+    ack = forward(
+        proxy,
+        request("ACK").replace(
+            b"<sip:alice@example.net>\r\n", b"<sip:alice@example.net>;tag=t9\r\n"
+        ),
+    )
+    assert invite.via[0].branch == cancel.via[0].branch == ack.via[0].branch
+
+
+def test_rejection_never_larger_than_the_request() -> None:
+    """No amplification toward a (possibly spoofed) source: compact headers expand, a To tag
+    and Retry-After are added - such an answer is not sent, only counted."""
+    compact = (
+        b"OPTIONS sip:a@b SIP/2.0\r\nv: SIP/2.0/UDP 192.0.2.10;branch=z9hG4bK1\r\n"
+        b"f: <sip:c@d>;tag=1\r\nt: <sip:a@b>\r\ni: x\r\nCSeq: 1 OPTIONS\r\nl: 0\r\n\r\n"
+    )
+    policy = fixed(Reject(503, DropReason.OVERLOAD, 30))
+    proxy = StatelessProxy(config(), policy=policy)  # type: ignore[arg-type]
+    assert proxy.on_datagram(compact, CLIENT, LISTEN, NOW) == []
+    assert proxy.stats.answers_suppressed == 1
+    assert proxy.stats.dropped == {DropReason.OVERLOAD: 1}
+    assert proxy.stats.rejected == {}
+    # A phone's request (User-Agent, Contact, Allow ... not copied) is answered.
+    phone = request(extra=PHONE_HEADERS)
+    [send] = proxy.on_datagram(phone, CLIENT, LISTEN, NOW)
+    assert len(send.data) <= len(phone)
+
+
+def test_405_carries_allow() -> None:
+    from sipwarden.gateway.policy import Policy
+    from sipwarden.gateway.proxy import Enforcer
+
+    proxy = StatelessProxy(config(), policy=Enforcer(Policy()))
+    [send] = proxy.on_datagram(
+        request("FOO", extra="X-Pad: " + "p" * 300 + "\r\n"), CLIENT, LISTEN, NOW
+    )
     response = parse_message(send.data)
-    assert isinstance(response, Response) and response.status == 482
-    assert proxy.stats.dropped == {DropReason.LOOP: 1}
+    assert isinstance(response, Response) and response.status == 405
+    assert "INVITE" in (response.headers.get("allow") or "")
 
 
 def test_unparsable_is_dropped_and_keepalive_ignored() -> None:
@@ -279,7 +393,7 @@ def fixed(verdict: Verdict) -> object:
 
 def test_policy_reject_answers_with_status_and_retry_after() -> None:
     proxy = StatelessProxy(config(), policy=fixed(Reject(503, DropReason.OVERLOAD, 30)))  # type: ignore[arg-type]
-    [send] = proxy.on_datagram(request(), CLIENT, LISTEN, NOW)
+    [send] = proxy.on_datagram(request(extra=PHONE_HEADERS), CLIENT, LISTEN, NOW)
     response = parse_message(send.data)
     assert isinstance(response, Response) and response.status == 503
     assert response.headers.get("retry-after") == "30"
@@ -313,6 +427,7 @@ def test_policy_or_engine_error_fails_closed_unless_configured(fail_open: bool) 
         StatelessProxy(config(fail_open=fail_open), engine=Broken([])),
     ):
         sent = proxy.on_datagram(request(), CLIENT, LISTEN, NOW)
+        assert proxy.stats.engine_errors == 1  # counted whether failing open or closed
         if fail_open:
             assert len(sent) == 1 and not proxy.stats.dropped
         else:
@@ -461,3 +576,74 @@ def test_top_hop_marked_and_other_hops_kept(via_lines: str) -> None:
     assert (out.via[1].received, out.via[1].rport) == ("192.0.2.10", "5062")
     assert out.via[2].received is None
     assert out.max_forwards == 69
+
+
+# -- hostile input through the full stack (engine + policy + sanitizer) ------------------------
+
+
+def _full_stack(**policy_kw: object) -> tuple[StatelessProxy, object]:
+    from sipwarden.gateway.policy import Policy, PolicyConfig
+    from sipwarden.gateway.proxy import Enforcer
+    from sipwarden.gateway.sanitize import Sanitizer
+
+    engine = Engine([cls() for cls in DETECTORS.values()])
+    enforcer = Enforcer(Policy(PolicyConfig(**policy_kw)))  # type: ignore[arg-type]
+    proxy = StatelessProxy(config(), engine=engine, policy=enforcer, outgoing=Sanitizer().outgoing)
+    return proxy, enforcer
+
+
+HOSTILE = [
+    b"\xff\xfe\x00garbage",
+    b"x" * 65_507,
+    request(extra="X: " + "a" * 65_000 + "\r\n"),
+    request(via="SIP/2.0/UDP 192.0.2.10:5062"),  # no branch
+    request(via=", ".join(["SIP/2.0/UDP 192.0.2.10:5062;branch=z9hG4bK1"] * 3000)),
+    request().replace(b"alice", "äl\udcffice".encode("utf-8", "surrogateescape")),
+    request(via="SIP/2.0/UDP [::1:5062;branch=z9hG4bK1;rport=x"),
+    request(max_forwards=None).replace(b"Via:", b"Max-Forwards: -1\r\nVia:"),
+]
+
+
+@pytest.mark.parametrize("data", HOSTILE)
+@pytest.mark.parametrize("from_upstream", [False, True])
+def test_hostile_datagrams_never_raise_through_the_full_stack(
+    data: bytes, from_upstream: bool
+) -> None:
+    proxy, _ = _full_stack()
+    src, local = (UPSTREAM, UP_LOCAL) if from_upstream else (CLIENT, LISTEN)
+    for i in range(3):
+        sent = proxy.on_datagram(data, src, local, NOW + i)
+        for s in sent:
+            if s.dest == src:  # an answer to the sender: never an amplifier
+                assert len(s.data) <= len(data)
+    proxy.advance(NOW + 100)
+
+
+@given(data=st.binary(max_size=2000))
+def test_random_bytes_never_raise_through_the_full_stack(data: bytes) -> None:
+    proxy, _ = _full_stack()
+    for s in proxy.on_datagram(data, CLIENT, LISTEN, NOW):
+        assert s.dest != CLIENT or len(s.data) <= len(data)
+
+
+def test_spoofed_trusted_peer_is_never_banned_and_spoofed_flood_bans_are_bounded() -> None:
+    from sipwarden.gateway.policy import Policy, PolicyConfig
+    from sipwarden.gateway.proxy import Enforcer
+    from sipwarden.store.base import BlocklistSettings
+    from sipwarden.store.memory import MemoryBlocklistStore
+
+    trunk = Endpoint("198.51.100.7", 5060)
+    engine = Engine([cls() for cls in DETECTORS.values()])
+    store = MemoryBlocklistStore(BlocklistSettings(max_entries=10))
+    enforcer = Enforcer(Policy(PolicyConfig(trusted_peers=("198.51.100.0/24",))), store)
+    proxy = StatelessProxy(config(), engine=engine, policy=enforcer)
+    # A scanner spoofing the trunk's address: its requests are dropped, the trunk is not banned.
+    for i in range(5):
+        proxy.on_datagram(scanner_options(i), trunk, LISTEN, NOW + i)
+    assert not enforcer.is_blocked(trunk.ip, NOW + 5)
+    # A flood of spoofed scanner sources: the ban table stays within its bound, refusals counted.
+    for i in range(50):
+        src = Endpoint(f"203.0.113.{i + 1}", 5060)
+        proxy.on_datagram(scanner_options(i), src, LISTEN, NOW + 10)
+    assert len(store.list(NOW + 10)) <= 10
+    assert enforcer.bans_refused + store.evictions() >= 40

@@ -239,3 +239,73 @@ def test_shared_blocklist_is_enforced_and_followed(tmp_path: Path) -> None:
             blocked.close()
 
     asyncio.run(scenario())
+
+
+def test_upstream_port_unreachable_is_counted_and_traffic_continues() -> None:
+    """ICMP port unreachable on the connected upstream socket surfaces as ConnectionRefusedError
+    in error_received: counted in socket_errors, never fatal; the next request still goes out."""
+
+    async def scenario() -> None:
+        gone = udp()
+        up_port = gone.getsockname()[1]
+        gone.close()  # nothing listens there: the kernel answers ICMP port unreachable
+        client = udp()
+        client_port = client.getsockname()[1]
+        server = GatewayServer([Endpoint("127.0.0.1", 0)], Endpoint("127.0.0.1", up_port))
+        await server.start()
+        task = asyncio.create_task(server.run(duration=10))
+        loop = asyncio.get_running_loop()
+        listen = server.local_endpoints[0]
+        upstream: socket.socket | None = None
+        try:
+            for i in range(3):
+                branch = f"z9hG4bKgone{i}"
+                await loop.sock_sendto(client, options(client_port, branch), listen[:2])
+                await asyncio.sleep(0.1)
+            assert server.socket_errors >= 1
+            assert server.internal_errors == 0
+            upstream = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            upstream.bind(("127.0.0.1", up_port))
+            upstream.setblocking(False)
+            await loop.sock_sendto(client, options(client_port, "z9hG4bKback"), listen[:2])
+            data, _ = await recv(upstream)
+            assert isinstance(parse_message(data), Request)
+        finally:
+            server.stop()
+            await asyncio.wait_for(task, 5)
+            client.close()
+            if upstream is not None:
+                upstream.close()
+
+    asyncio.run(scenario())
+
+
+def test_shared_blocklist_unreadable_mid_run_keeps_the_last_copy(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from sipwarden.cli.gateway import _blocklist_mirror
+    from sipwarden.gateway.policy import Policy
+    from sipwarden.gateway.proxy import Enforcer
+    from sipwarden.store.sqlite import SqliteBlocklistStore
+
+    db = tmp_path / "blocklist.db"
+    with SqliteBlocklistStore(db) as cli_store:
+        cli_store.add("192.0.2.5", 0.0, ttl_s=None, reason="operator", origin="cli")
+    enforcer = Enforcer(Policy())
+    server = GatewayServer(
+        [Endpoint("127.0.0.1", 0)],
+        Endpoint("127.0.0.1", 5070),
+        policy=enforcer,
+        on_tick=_blocklist_mirror(db, enforcer),
+    )
+    server._tick(1.0)
+    assert enforcer.is_blocked("192.0.2.5", 1.0)
+    with SqliteBlocklistStore(db) as cli_store:  # a change, so the next tick reads the file
+        cli_store.add("192.0.2.6", 0.0, ttl_s=None, reason="operator", origin="cli")
+    with db.open("r+b") as f:
+        f.write(b"\xff" * 4096)  # the file is no longer a database
+    server._tick(2.0)
+    server._tick(3.0)
+    assert server.internal_errors == 2  # counted each tick, not raised
+    assert len([r for r in caplog.records if r.levelname == "ERROR"]) == 1  # logged once
+    assert enforcer.is_blocked("192.0.2.5", 3.0)  # the last good copy still applies

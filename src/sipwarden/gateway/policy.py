@@ -19,7 +19,8 @@ Checks run cheapest and most certain first; the first that refuses decides:
 3. **Per-message hygiene** - for every source, trusted or not (a spoofed trusted address must
    not be a free pass, dOpensource/dsiprouter#148): size limits (513/413/414), RFC violations
    the gateway enforces (400), methods outside the allow-list (405, least functionality),
-   Max-Forwards 0 (483), our own Via already present (482 loop), and findings of the
+   Max-Forwards 0 (483), a configured own sent-by already present (482; the proxy's own loop
+   check is the spiral-aware one), and findings of the
    ``injection`` and ``malformed`` families for this message (403 / drop).
 4. **Untrusted only**: scanner findings (drop, or tarpit/403 by config), a high-severity finding
    recommending TEMP_BLOCK/BLOCK for this source (dropped: the gateway is banning it now), then
@@ -187,9 +188,9 @@ class PolicyConfig(BaseModel):
         (),
         description=(
             "The gateway's own Via sent-by values (host or host:port); a request already "
-            "carrying one gets 482 (loop, RFC 3261 §16.3 item 4). Empty: the proxy fills it "
-            "from its listen addresses. A stateless gateway does not support spirals through "
-            "itself."
+            "carrying one gets 482 - any such Via, so it also refuses spirals. Empty (the "
+            "default): the proxy's own check applies, which tells a loop from a spiral by "
+            "the loop digest in its branch (RFC 3261 §16.3 item 4, §16.6 step 8)."
         ),
     )
     min_injection_severity: Severity = Field(

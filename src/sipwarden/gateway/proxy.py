@@ -23,16 +23,20 @@ endpoint (``upstream_local``) that talks only to ``upstream`` (the operator's SB
 - A response from the untrusted side (to such a request) must carry our Via; it goes to the
   upstream only.
 
-Stateless branch (§16.11): ``z9hG4bKsw<listen index>x<digest>``, the digest a keyed BLAKE2s of
-the previous hop's branch (or, for an RFC 2543 peer without the magic cookie, of its sent-by,
-Call-ID, CSeq number and From tag). Retransmissions, the non-2xx ACK and the CANCEL of an INVITE
-therefore get the same branch, as §16.11 requires, and a response that did not go through us
-cannot forge it: the digest is checked on the way back. The listen index in the branch says
-which local endpoint the response leaves from (the one the client sent to, so a NAT lets it in).
+Stateless branch (§16.11): ``z9hG4bKsw<listen index>x<digest>.<loop>``, the digest a keyed
+BLAKE2s of the previous hop's branch (or, for an RFC 2543 peer without the magic cookie, of its
+sent-by, Call-ID, CSeq number and From tag). Retransmissions, the non-2xx ACK and the CANCEL of
+an INVITE therefore get the same branch, as §16.11 requires, and a response that did not go
+through us cannot forge it: the digest is checked on the way back. The listen index in the
+branch says which local endpoint the response leaves from (the one the client sent to, so a NAT
+lets it in).
 
-Loops (§16.3 step 4): a request that already carries a Via with our branch prefix and one of our
-sent-by addresses is answered 482. A legitimate spiral through the gateway is therefore refused
-too: the gateway sits at the border and the core never needs to route back through it.
+Loops (§16.3 step 4, §16.6 step 8): ``<loop>`` is a keyed digest of the fields a loop leaves
+unchanged and a spiral changes - Request-URI, Call-ID, From tag, CSeq number and Route. A
+request carrying a Via of ours whose ``<loop>`` matches the request as received now is a loop
+(482); a different value is a spiral (the core retargeted the request back through us) and is
+forwarded. The To tag is left out although §16.6 lists it: the non-2xx ACK carries the to-tag
+its INVITE lacked and must keep the INVITE's branch (§17.2.3 matches it by branch).
 
 Inspection: the engine observes every message, both directions (credential detectors need the
 upstream's 401/403 answers); the policy judges only what comes from the untrusted side, with the
@@ -154,9 +158,12 @@ class ProxyStats:
     received: int = 0
     forwarded_requests: int = 0
     forwarded_responses: int = 0
-    #: Times the engine raised (the message then counts as dropped ENGINE_ERROR when failing
-    #: closed, or goes through when failing open or coming from the upstream).
+    #: Times the engine or the policy raised (the message then counts as dropped ENGINE_ERROR
+    #: when failing closed, or goes through when failing open or coming from the upstream).
     engine_errors: int = 0
+    #: Rejections not sent because the answer would be larger than the request: a spoofed
+    #: source must not get more bytes from us than it (or its forger) sent. Also under dropped.
+    answers_suppressed: int = 0
     rejected: Counter[int] = field(default_factory=Counter)
     dropped: Counter[DropReason] = field(default_factory=Counter)
 
@@ -176,13 +183,19 @@ def _ip_literal(host: str) -> str | None:
         return None
 
 
-def _hop_key(hop: Via, msg: Request | Response) -> bytes:
-    """What the stateless branch is derived from (RFC 3261 §16.11)."""
+def _hop_key(hop: Via, msg: Request | Response, received: str | None) -> bytes:
+    """What the stateless branch is derived from (RFC 3261 §16.11): the previous hop's branch
+    *and* sent-by and ``received`` as the hop reads once marked (what its responses carry).
+    A server matches transactions by branch and sent-by (§17.2.3), and our sent-by is the
+    same for every client, so two phones whose branch generators collide (``z9hG4bK1``) must
+    not get one branch from us - the upstream would take the second for a retransmission."""
+    where = (hop.sent_by.lower() + "\x00" + (received or "")).encode("utf-8", "surrogateescape")
     if hop.branch and hop.branch.startswith(BRANCH_COOKIE):
-        return b"b\x00" + hop.branch.encode("utf-8", "surrogateescape")
+        return b"b\x00" + hop.branch.encode("utf-8", "surrogateescape") + b"\x00" + where
     cseq = msg.cseq
     from_ = msg.from_
     parts = (
+        (received or "").lower(),
         hop.sent_by.lower(),
         msg.call_id or "",
         str(cseq.number) if cseq is not None else "",
@@ -197,9 +210,10 @@ def build_response(
     reason: str | None = None,
     retry_after: int | None = None,
     to_tag: str | None = None,
+    allow: str | None = None,
 ) -> bytes:
     """A response to ``request`` (RFC 3261 §8.2.6): Via, From, Call-ID and CSeq copied, To with
-    a tag added when it has none, ``Retry-After`` when given, no body."""
+    a tag added when it has none, ``Retry-After`` and ``Allow`` when given, no body."""
     headers = request.headers
     lines = [f"SIP/2.0 {status} {reason or _REASONS.get(status, 'Error')}"]
     lines += [f"Via: {value}" for value in headers.get_all("via")]
@@ -216,6 +230,8 @@ def build_response(
             lines.append(f"{'Call-ID' if name == 'call-id' else 'CSeq'}: {value}")
     if retry_after is not None:
         lines.append(f"Retry-After: {retry_after}")
+    if allow is not None:
+        lines.append(f"Allow: {allow}")
     lines.append("Content-Length: 0")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
 
@@ -249,8 +265,24 @@ class StatelessProxy:
         )
         return h.hexdigest()
 
-    def branch(self, hop: Via, msg: Request | Response, index: int) -> str:
-        return f"{BRANCH_PREFIX}{index}x{self._digest(_hop_key(hop, msg), index)}"
+    def branch(self, hop: Via, request: Request, index: int, received: str | None) -> str:
+        """Our branch for ``request`` whose top hop is ``hop`` (``received``: that hop's
+        received parameter as forwarded, see :func:`_hop_key`)."""
+        digest = self._digest(_hop_key(hop, request, received), index)
+        return f"{BRANCH_PREFIX}{index}x{digest}.{self._loop_digest(request)}"
+
+    def _loop_digest(self, request: Request) -> str:
+        """§16.6 step 8: what a loop keeps and a spiral changes (see the module docstring)."""
+        cseq = request.cseq
+        from_ = request.from_
+        parts = (
+            request.uri,
+            request.call_id or "",
+            str(cseq.number) if cseq is not None else "",
+            (from_.tag or "") if from_ is not None else "",
+            "\x00".join(request.headers.get_all("route")),
+        )
+        return self._digest(b"l\x00" + "\x01".join(parts).encode("utf-8", "surrogateescape"), 0)
 
     def _our_index(
         self, top: Via, local: Endpoint, next_hop: Via | None, msg: Response
@@ -261,13 +293,14 @@ class StatelessProxy:
         branch = top.branch or ""
         if not branch.startswith(BRANCH_PREFIX) or next_hop is None:
             return None
-        index_text, sep, digest = branch[len(BRANCH_PREFIX) :].partition("x")
+        index_text, sep, rest = branch[len(BRANCH_PREFIX) :].partition("x")
+        digest = rest.partition(".")[0]
         if not sep or not index_text.isdigit() or len(index_text) > 4:
             return None
         index = int(index_text)
         if index >= len(self.config.listen):
             return None
-        if digest != self._digest(_hop_key(next_hop, msg), index):
+        if digest != self._digest(_hop_key(next_hop, msg, next_hop.received), index):
             return None
         return index
 
@@ -355,7 +388,8 @@ class StatelessProxy:
     ) -> Verdict:
         try:
             return self.policy(obs, now, findings, raw)
-        except Exception:  # a policy bug: fail as configured, counted
+        except Exception:  # a policy bug: fail as configured, counted either way
+            self.stats.engine_errors += 1
             return Forward() if self.config.fail_open else Drop(DropReason.ENGINE_ERROR)
 
     def _refuse(
@@ -371,9 +405,13 @@ class StatelessProxy:
         if not isinstance(message, Request) or message.method == "ACK":
             return []  # responses and ACKs are never answered
         try:
-            return [self._reject(message, verdict.status, src, local, verdict.retry_after)]
+            send = self._reject(message, verdict.status, src, local, verdict.retry_after)
         except (SipParseError, ValueError):
             return []  # unanswerable (a malformed To or Via): still counted once, above
+        if send is None:
+            self.stats.answers_suppressed += 1
+            return []
+        return [send]
 
     def _reject(
         self,
@@ -382,21 +420,40 @@ class StatelessProxy:
         src: Endpoint,
         local: Endpoint,
         retry_after: int | None = None,
-    ) -> Send:
+    ) -> Send | None:
+        """The answer, or None when it would be larger than the request (no amplification:
+        compact headers expanded, a To tag, Allow and Retry-After added can outgrow it)."""
         tag = self._digest(
             (request.call_id or "").encode("utf-8", "surrogateescape") + b"\x00tag", 0
         )
-        data = build_response(request, status, retry_after=retry_after, to_tag=tag)
+        allow = getattr(self.policy, "allow_header", None) if status == 405 else None
+        data = build_response(
+            request,
+            status,
+            retry_after=retry_after,
+            to_tag=tag,
+            allow=allow if isinstance(allow, str) else None,
+        )
+        if len(data) > len(request.raw):
+            return None
         self.stats.rejected[status] += 1
         return Send(data, src, local)  # to the packet's source: no reflection via a forged Via
 
     # -- requests ------------------------------------------------------------------------------
     def _is_loop(self, request: Request) -> bool:
-        return any(
-            (hop.branch or "").startswith(BRANCH_PREFIX)
-            and (hop.host.lower(), hop.port) in self._own
-            for hop in request.via
-        )
+        loop: str | None = None  # computed only when a Via of ours is present
+        for hop in request.via:
+            branch = hop.branch or ""
+            if (
+                not branch.startswith(BRANCH_PREFIX)
+                or (hop.host.lower(), hop.port) not in self._own
+            ):
+                continue
+            if loop is None:
+                loop = self._loop_digest(request)
+            if branch.rpartition(".")[2] == loop:
+                return True
+        return False
 
     def _request_upstream(self, request: Request, src: Endpoint, local: Endpoint) -> list[Send]:
         vias = request.via
@@ -409,8 +466,10 @@ class StatelessProxy:
             return self._refuse(Reject(482, DropReason.LOOP), request, src, local)
         top = vias[0]
         index = self._listen_index.get(local, 0)
-        our_via = self._via(self.config.upstream_local, self.branch(top, request, index))
-        out = _forwarded(request, our_via, _mark_received(top, src))
+        marked = _mark_received(top, src)
+        received = src.ip if marked is not None else top.received
+        our_via = self._via(self.config.upstream_local, self.branch(top, request, index, received))
+        out = _forwarded(request, our_via, marked)
         self.stats.forwarded_requests += 1
         return [Send(out.raw, self.config.upstream, self.config.upstream_local)]
 
@@ -447,7 +506,8 @@ class StatelessProxy:
             return self._refuse(
                 Reject(483, DropReason.TOO_MANY_HOPS), request, upstream, upstream_local
             )
-        our_via = self._via(local, self.branch(request.via[0], request, index))
+        top = request.via[0]
+        our_via = self._via(local, self.branch(top, request, index, top.received))
         out = apply_edits(
             request, [push_via_edit(request, our_via), decrement_max_forwards_edit(request)]
         )
@@ -490,6 +550,11 @@ class Enforcer:
         self.recent: deque[BlockOrder] = deque(maxlen=1000)
         #: Bans the store had no room for (operator bans fill it): counted, not raised.
         self.bans_refused = 0
+
+    @property
+    def allow_header(self) -> str:
+        """The ``Allow`` value of the proxy's 405 answers (RFC 3261 §21.4.6)."""
+        return self.policy.allow_header
 
     def is_blocked(self, ip: str, now: float) -> bool:
         return self.store.get(ip, now) is not None
@@ -552,9 +617,12 @@ def _response_destination(hop: Via) -> Endpoint | None:
 def _mark_received(hop: Via, src: Endpoint) -> str | None:
     """The top hop with ``received``/``rport`` set from the packet's source (RFC 3261 §18.2.1:
     received when the sent-by host differs; RFC 3581 §4: rport filled when asked, and then
-    received always); None when the hop needs no change."""
+    received always); None when the hop needs no change. A ``received`` the sender wrote
+    itself is always replaced: responses go to it, so keeping it would let a client aim the
+    upstream's answers at a third party (reflection)."""
     asked_rport = hop.rport is not None
-    if not asked_rport and (hop.host == src.ip or _ip_literal(hop.host) == src.ip):
+    direct = hop.host == src.ip or _ip_literal(hop.host) == src.ip
+    if not asked_rport and direct and hop.received is None:
         return None
     params = [
         (name, value)

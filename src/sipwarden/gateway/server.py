@@ -122,6 +122,7 @@ class GatewayServer:
         self.proxy: StatelessProxy | None = None
         self.socket_errors = 0
         self.internal_errors = 0
+        self._tick_failing = False
         self._bound: dict[Endpoint, _Bound] = {}
         self._stop: asyncio.Event | None = None
 
@@ -255,8 +256,16 @@ class GatewayServer:
         try:
             self.on_tick(now)
         except Exception:  # e.g. the shared blocklist is locked or gone: keep serving
+            # Counted every tick, logged once per episode: a broken database file would
+            # otherwise write a traceback a second. The last good copy keeps applying.
             self.internal_errors += 1
-            log.exception("the periodic task raised")
+            if not self._tick_failing:
+                log.exception("the periodic task raised (logged once until it recovers)")
+            self._tick_failing = True
+        else:
+            if self._tick_failing:
+                log.warning("the periodic task recovered")
+            self._tick_failing = False
 
 
 def _family(endpoint: Endpoint) -> socket.AddressFamily:
