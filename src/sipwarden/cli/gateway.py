@@ -7,11 +7,14 @@ gracefully. On exit one JSON document goes to stdout: the counters (every drop b
 the findings. ``--blocklist-db`` (or ``$SIPWARDEN_DB``) names the shared SQLite blocklist that
 ``sipwarden blocklist`` writes: the gateway mirrors it into memory within a second of a change
 and enforces it; its own bans from findings stay in memory (listed in the exit report).
+``--metrics IP:PORT`` serves Prometheus ``/metrics`` from the gateway's loop (off by default);
+``--log-format json|text`` chooses the log lines on stderr (text on a TTY, JSON otherwise).
 
 Secure defaults: the listen addresses must be concrete (they are written into Via headers, so
 ``0.0.0.0`` / ``::`` are refused), and a non-loopback listen address needs ``--allow-public``:
 until the enforcing policy is configured, the gateway forwards whatever the detectors do not
-stop, and exposing that to a network should be a decision, not an accident.
+stop, and exposing that to a network should be a decision, not an accident. The same goes for
+``--metrics``: counters and table sizes tell an attacker what the gateway sees and how full it is.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -32,7 +36,12 @@ if TYPE_CHECKING:
     from sipwarden.gateway.proxy import Enforcer
     from sipwarden.net import Endpoint
 
-__all__ = ["gateway_command"]
+__all__ = ["LogFormat", "gateway_command"]
+
+
+class LogFormat(StrEnum):
+    JSON = "json"
+    TEXT = "text"
 
 
 def gateway_command(
@@ -65,7 +74,9 @@ def gateway_command(
     ] = None,
     allow_public: Annotated[
         bool,
-        typer.Option("--allow-public", help="Allow listening on a non-loopback address."),
+        typer.Option(
+            "--allow-public", help="Allow listening (and --metrics) on a non-loopback address."
+        ),
     ] = False,
     fail_open: Annotated[
         bool,
@@ -83,6 +94,24 @@ def gateway_command(
             ),
         ),
     ] = None,
+    metrics: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics",
+            metavar="ADDR",
+            help=(
+                "Serve Prometheus /metrics on IP:PORT, e.g. 127.0.0.1:9464 (off by default; a "
+                "non-loopback address needs --allow-public)."
+            ),
+        ),
+    ] = None,
+    log_format: Annotated[
+        LogFormat | None,
+        typer.Option(
+            "--log-format",
+            help="Log lines on stderr as json or text [default: text on a TTY, json otherwise].",
+        ),
+    ] = None,
 ) -> None:
     """Run the inline SIP firewall: a stateless UDP proxy that inspects every message."""
     from sipwarden.config import Settings, load_settings  # noqa: PLC0415
@@ -92,7 +121,11 @@ def gateway_command(
     from sipwarden.gateway.sanitize import Sanitizer  # noqa: PLC0415
     from sipwarden.gateway.server import GatewayServer, parse_address  # noqa: PLC0415
     from sipwarden.net import AddressKind, classify  # noqa: PLC0415
+    from sipwarden.observability import configure_logging, parse_metrics_address  # noqa: PLC0415
 
+    if log_format is None:
+        log_format = LogFormat.TEXT if sys.stderr.isatty() else LogFormat.JSON
+    configure_logging(json=log_format is LogFormat.JSON)
     endpoints = [parse_address(text) for text in listen]
     upstream_ep = parse_address(upstream)
     for text, endpoint in zip(listen, endpoints, strict=True):
@@ -103,6 +136,13 @@ def gateway_command(
             raise InputError(text, "not a loopback address: add --allow-public to listen on it")
     if len(set(endpoints)) != len(endpoints):
         raise InputError(" ".join(listen), "the same --listen address is given twice")
+    metrics_address = parse_metrics_address(metrics) if metrics is not None else None
+    if metrics_address is not None and not allow_public:
+        # Counters and state sizes tell an attacker what the gateway sees and how full it is.
+        if classify(metrics_address[0]) is not AddressKind.LOOPBACK:
+            raise InputError(
+                metrics or "", "not a loopback address: add --allow-public to serve metrics on it"
+            )
     settings = load_settings(config) if config is not None else Settings()
     engine = Engine(settings.build_detectors(), settings.engine)
     # Default policy and sanitizing until the gateway's own config section exists (issue 4).
@@ -118,13 +158,19 @@ def gateway_command(
         Sanitizer().outgoing,
         fail_open=fail_open,
         on_tick=on_tick,
+        metrics_address=metrics_address,
     )
 
     async def serve() -> None:
         await server.start()
         bound = ", ".join(_text(ep) for ep in server.local_endpoints)
+        line = f"sipwarden gateway: listening on {bound}; upstream {upstream}"
+        if server.metrics_server is not None and metrics_address is not None:
+            host = metrics_address[0]
+            host = f"[{host}]" if ":" in host else host
+            line += f"; metrics on http://{host}:{server.metrics_port}/metrics"
         # One line on stderr once the sockets are bound: supervisors and tests wait for it.
-        sys.stderr.write(f"sipwarden gateway: listening on {bound}; upstream {upstream}\n")
+        sys.stderr.write(line + "\n")
         sys.stderr.flush()
         await server.run(duration)
 

@@ -8,6 +8,11 @@ kernel itself discards datagrams on it that do not come from the upstream. A tim
 engine's ``advance(now)`` once a second so windows close without traffic. SIGINT/SIGTERM stop
 the loop after the datagram in hand; the sockets are closed in ``finally``.
 
+Metrics (``metrics=`` / ``metrics_address=``): the proxy's counters and the state sizes are read
+at scrape time (:mod:`sipwarden.observability`); the only per-datagram cost is the added-latency
+histogram, observed for datagrams that caused a send (~0.65 us here: two ``perf_counter`` calls
+and ``Histogram.observe``). ``/metrics`` is served on the same loop.
+
 Receive buffer: Python 3.11's selector UDP transport calls ``recvfrom(max_size)`` with a class
 default of 256 KiB, allocating that much per datagram before shrinking it. A UDP payload is at
 most 65,507 bytes (IPv4) and SIP over UDP stays far below (RFC 3261 §18.1.1 moves requests over
@@ -33,8 +38,16 @@ from typing import Any, cast
 
 from sipwarden.detect.engine import Engine
 from sipwarden.errors import InputError
-from sipwarden.gateway.proxy import Outgoing, PolicyFn, ProxyConfig, Send, StatelessProxy
+from sipwarden.gateway.proxy import (
+    Enforcer,
+    Outgoing,
+    PolicyFn,
+    ProxyConfig,
+    Send,
+    StatelessProxy,
+)
 from sipwarden.net import Endpoint, Transport
+from sipwarden.observability import GatewayMetrics, MetricsServer, StateHolder, serve_metrics
 
 __all__ = ["RECV_MAX", "GatewayServer", "parse_address"]
 
@@ -78,8 +91,11 @@ class _Side(asyncio.DatagramProtocol):
     def __init__(self, server: GatewayServer) -> None:
         self.server = server
         self.local: Endpoint | None = None
+        #: Datagrams read on this socket (for ``sipwarden_gateway_received_total``).
+        self.received = 0
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.received += 1
         if self.local is not None:
             self.server.on_datagram(data, _endpoint(addr), self.local)
 
@@ -108,6 +124,8 @@ class GatewayServer:
         secret: bytes | None = None,
         fail_open: bool = False,
         on_tick: Callable[[float], None] | None = None,
+        metrics: GatewayMetrics | None = None,
+        metrics_address: tuple[str, int] | None = None,
     ) -> None:
         self.listen = listen
         self.upstream = upstream
@@ -119,6 +137,14 @@ class GatewayServer:
         #: Called with the wall clock at start and every tick (the CLI mirrors the shared
         #: blocklist through it).
         self.on_tick = on_tick
+        #: Prometheus metrics (None: nothing observed per datagram); served on
+        #: ``metrics_address`` when that is given.
+        if metrics is None and metrics_address is not None:
+            metrics = GatewayMetrics()
+        self.metrics = metrics
+        self.metrics_address = metrics_address
+        self.metrics_server: MetricsServer | None = None
+        self._sides: list[_Side] = []
         self.proxy: StatelessProxy | None = None
         self.socket_errors = 0
         self.internal_errors = 0
@@ -144,6 +170,7 @@ class GatewayServer:
                         _text(endpoint), f"cannot listen: {exc.strerror or exc}"
                     ) from exc
                 side.local = _bound_endpoint(transport)
+                self._sides.append(side)
                 self._add(side.local, transport, connected=False)
             up_side = _Side(self)
             try:
@@ -157,7 +184,11 @@ class GatewayServer:
                     _text(self.upstream), f"cannot reach the upstream: {exc.strerror or exc}"
                 ) from exc
             up_side.local = _bound_endpoint(up_transport)
+            self._sides.append(up_side)
             self._add(up_side.local, up_transport, connected=True)
+            if self.metrics is not None and self.metrics_address is not None:
+                host, port = self.metrics_address
+                self.metrics_server = await serve_metrics(self.metrics, host, port)
         except BaseException:
             self.close()
             raise
@@ -169,6 +200,32 @@ class GatewayServer:
             fail_open=self.fail_open,
         )
         self.proxy = StatelessProxy(config, self.engine, self.policy, self.outgoing)
+        if self.metrics is not None:
+            self._attach_metrics(self.metrics, up_side)
+
+    def _attach_metrics(self, metrics: GatewayMetrics, up_side: _Side) -> None:
+        # Read at scrape time: the proxy's own counters, nothing counted twice.
+        state: dict[str, StateHolder] = {}
+        if self.engine is not None:
+            state["engine"] = _EngineOwn(self.engine)
+            state["tracker"] = self.engine.tracker
+        if isinstance(self.policy, Enforcer):
+            state["policy"] = self.policy.policy
+            state["blocklist"] = self.policy.store
+        metrics.attach(
+            stats=lambda: self.proxy.stats if self.proxy is not None else None,
+            received=lambda: {
+                "outside": sum(s.received for s in self._sides if s is not up_side),
+                "upstream": up_side.received,
+            },
+            errors=lambda: {"socket": self.socket_errors, "internal": self.internal_errors},
+            state=state,
+        )
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The port ``/metrics`` is served on (resolved when 0 was asked), None when off."""
+        return self.metrics_server.port if self.metrics_server is not None else None
 
     def _add(self, local: Endpoint, transport: asyncio.BaseTransport, connected: bool) -> None:
         # Python 3.11's selector transport is not a DatagramTransport subclass; it has sendto.
@@ -186,11 +243,14 @@ class GatewayServer:
     def close(self) -> None:
         for bound in self._bound.values():
             bound.transport.close()
+        if self.metrics_server is not None:
+            self.metrics_server.close()
 
     # -- traffic -------------------------------------------------------------------------------
     def on_datagram(self, data: bytes, src: Endpoint, local: Endpoint) -> None:
         if self.proxy is None:
             return
+        started = time.perf_counter()
         try:
             actions = self.proxy.on_datagram(data, src, local, time.time())
         except Exception:  # a bug in the core: one datagram lost, the gateway keeps running
@@ -199,6 +259,8 @@ class GatewayServer:
             return
         for action in actions:
             self._send(action)
+        if actions and self.metrics is not None:
+            self.metrics.latency.observe(time.perf_counter() - started)
 
     def _send(self, action: Send) -> None:
         bound = self._bound.get(action.local)
@@ -237,6 +299,8 @@ class GatewayServer:
             for sig in handled:
                 loop.remove_signal_handler(sig)
             self.close()
+            if self.metrics_server is not None:
+                await self.metrics_server.wait_closed()
 
     async def _advance_forever(self) -> None:
         while True:
@@ -266,6 +330,20 @@ class GatewayServer:
             if self._tick_failing:
                 log.warning("the periodic task recovered")
             self._tick_failing = False
+
+
+class _EngineOwn:
+    """The engine's state without its tracker's (exported separately, so sums do not count the
+    tracker twice)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def state_size(self) -> int:
+        return self.engine.state_size() - self.engine.tracker.state_size()
+
+    def evictions(self) -> int:
+        return self.engine.evictions() - self.engine.tracker.evictions()
 
 
 def _family(endpoint: Endpoint) -> socket.AddressFamily:
