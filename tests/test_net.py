@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sipwarden.net import AddressKind, Endpoint, Transport, classify
+from sipwarden.errors import InputError
+from sipwarden.net import AddressKind, Endpoint, Transport, classify, parse_host_port
 
 
 @pytest.mark.parametrize(
@@ -39,3 +40,28 @@ def test_endpoint_json() -> None:
         "port": 5060,
         "transport": "tcp",
     }
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("127.0.0.1:5060", ("127.0.0.1", 5060)), ("[::1]:9464", ("::1", 9464))],
+)
+def test_parse_host_port(text: str, expected: tuple[str, int]) -> None:
+    assert parse_host_port(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("127.0.0.1", "expected udp:IP:PORT"),
+        ("::1:5060", "expected udp:IP:PORT"),
+        ("[::1]5060", r"expected udp:\[IPv6\]:PORT"),
+        ("pbx:5060", "'pbx' is not an IP address"),
+        ("127.0.0.1:0", r"'0' is not a port \(1-65535\)"),
+        ("127.0.0.1:70000", "is not a port"),
+    ],
+)
+def test_parse_host_port_errors_name_the_input(text: str, message: str) -> None:
+    with pytest.raises(InputError, match=message) as caught:
+        parse_host_port(text, scheme="udp:", source=f"udp:{text}")
+    assert caught.value.source == f"udp:{text}"

@@ -11,7 +11,9 @@ import ipaddress
 from enum import StrEnum
 from typing import NamedTuple
 
-__all__ = ["AddressKind", "Endpoint", "Transport", "classify"]
+from sipwarden.errors import InputError
+
+__all__ = ["AddressKind", "Endpoint", "Transport", "classify", "parse_host_port"]
 
 
 class Transport(StrEnum):
@@ -78,3 +80,28 @@ def classify(ip: str) -> AddressKind:
     if address.is_reserved:
         return AddressKind.RESERVED
     return AddressKind.PUBLIC
+
+
+def parse_host_port(
+    text: str, *, min_port: int = 1, scheme: str = "", source: str | None = None
+) -> tuple[str, int]:
+    """``IP:PORT`` or ``[IPv6]:PORT`` -> (canonical IP text, port). ``InputError`` naming
+    ``source`` (default ``text``) otherwise, with the expected form written as
+    ``{scheme}IP:PORT``; ``min_port=0`` admits port 0 (bind any free port)."""
+    named = source if source is not None else text
+    if text.startswith("["):
+        host, bracket, port_text = text[1:].partition("]")
+        if not bracket or not port_text.startswith(":"):
+            raise InputError(named, f"expected {scheme}[IPv6]:PORT")
+        port_text = port_text[1:]
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep or ":" in host:
+            raise InputError(named, f"expected {scheme}IP:PORT (IPv6 addresses go in brackets)")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise InputError(named, f"{host!r} is not an IP address") from None
+    if not port_text.isdigit() or not min_port <= int(port_text) < 65536:
+        raise InputError(named, f"{port_text!r} is not a port ({min_port}-65535)")
+    return str(address), int(port_text)

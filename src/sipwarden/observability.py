@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json as _json
 import logging
 import sys
@@ -36,6 +35,7 @@ from prometheus_client.registry import Collector
 
 from sipwarden.errors import InputError
 from sipwarden.gateway.verdict import DropReason
+from sipwarden.net import parse_host_port
 
 __all__ = [
     "LATENCY_BUCKETS_S",
@@ -205,23 +205,8 @@ HTTP_MAX_CONNECTIONS = 16
 
 
 def parse_metrics_address(text: str) -> tuple[str, int]:
-    """``IP:PORT`` or ``[IPv6]:PORT`` → (ip, port); InputError naming the text otherwise."""
-    if text.startswith("["):
-        host, bracket, port_text = text[1:].partition("]")
-        if not bracket or not port_text.startswith(":"):
-            raise InputError(text, "expected [IPv6]:PORT")
-        port_text = port_text[1:]
-    else:
-        host, sep, port_text = text.rpartition(":")
-        if not sep or ":" in host:
-            raise InputError(text, "expected IP:PORT (IPv6 addresses go in brackets)")
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        raise InputError(text, f"{host!r} is not an IP address") from None
-    if not port_text.isdigit() or not 0 <= int(port_text) < 65536:
-        raise InputError(text, f"{port_text!r} is not a port (0-65535)")
-    return str(address), int(port_text)
+    """``IP:PORT`` or ``[IPv6]:PORT`` → (ip, port); port 0 binds any free port."""
+    return parse_host_port(text, min_port=0)
 
 
 def _response(status: str, body: bytes, content_type: str = "text/plain; charset=utf-8") -> bytes:

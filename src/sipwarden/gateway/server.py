@@ -46,7 +46,7 @@ from sipwarden.gateway.proxy import (
     Send,
     StatelessProxy,
 )
-from sipwarden.net import Endpoint, Transport
+from sipwarden.net import Endpoint, Transport, parse_host_port
 from sipwarden.observability import GatewayMetrics, MetricsServer, StateHolder, serve_metrics
 
 __all__ = ["RECV_MAX", "GatewayServer", "parse_address"]
@@ -64,22 +64,8 @@ def parse_address(text: str) -> Endpoint:
     scheme, sep, rest = text.partition(":")
     if not sep or scheme.lower() != "udp":
         raise InputError(text, "expected udp:IP:PORT or udp:[IPv6]:PORT (only UDP for now)")
-    if rest.startswith("["):
-        host, bracket, port_text = rest[1:].partition("]")
-        if not bracket or not port_text.startswith(":"):
-            raise InputError(text, "expected udp:[IPv6]:PORT")
-        port_text = port_text[1:]
-    else:
-        host, sep, port_text = rest.rpartition(":")
-        if not sep or ":" in host:
-            raise InputError(text, "expected udp:IP:PORT (IPv6 addresses go in brackets)")
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        raise InputError(text, f"{host!r} is not an IP address") from None
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise InputError(text, f"{port_text!r} is not a port (1-65535)")
-    return Endpoint(str(address), int(port_text), Transport.UDP)
+    ip, port = parse_host_port(rest, scheme="udp:", source=text)
+    return Endpoint(ip, port, Transport.UDP)
 
 
 def _endpoint(addr: Any) -> Endpoint:
