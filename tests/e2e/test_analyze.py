@@ -341,3 +341,21 @@ def test_a_write_failure_leaves_no_file_and_names_the_target(tmp_path: Path) -> 
         _write_all([(first, "a\n"), (second, "b\n")])
     assert str(second) in str(info.value) and "cannot write" in str(info.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_reader_that_goes_away_ends_the_run_quietly() -> None:
+    """`sipwarden analyze … | head`: when the reader is gone, SIGPIPE ends the run as it ends
+    cat or grep - no traceback, and not exit 1, which --fail-on gives a meaning."""
+    import signal
+    import subprocess
+
+    with subprocess.Popen(
+        [sys.executable, "-m", "sipwarden", "analyze", str(CAPTURE), "--format", "jsonl"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as analyze:
+        assert analyze.stdout is not None and analyze.stderr is not None
+        analyze.stdout.close()  # the reader is gone before the first line is written
+        stderr = analyze.stderr.read()
+        assert analyze.wait(timeout=60) == -signal.SIGPIPE
+    assert b"Traceback" not in stderr and b"BrokenPipe" not in stderr

@@ -31,6 +31,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from sipwarden.cli._pipes import end_quietly_on_broken_pipe
 from sipwarden.errors import InputError
 
 if TYPE_CHECKING:
@@ -103,6 +104,7 @@ def analyze_command(
     # Fail on an unwritable output before minutes of analysis, not after.
     for target in targets:
         _check_writable(target)
+    end_quietly_on_broken_pipe()
     engine = Engine(settings.build_detectors(), settings.engine)
     stats = AnalysisStats()
     source_stats = _run(captures, engine, stats)

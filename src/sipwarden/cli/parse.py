@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from sipwarden.cli._pipes import end_quietly_on_broken_pipe
 from sipwarden.errors import InputError
 from sipwarden.output.message import (
     error_to_json,
@@ -52,6 +53,7 @@ def parse_command(
     ] = Format.text,
 ) -> None:
     """Parse one SIP message; exit 0 if it is valid, 1 if RFC 3261/4475 call it invalid."""
+    end_quietly_on_broken_pipe()
     data = _read(source, DEFAULT_LIMITS.max_message_bytes)
     name = "<stdin>" if source == "-" else source
     try:
