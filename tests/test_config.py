@@ -97,6 +97,8 @@ def test_unknown_key_names_it(tmp_path: Path) -> None:
     assert error_of(write(tmp_path, "[enginee]\n")).startswith(
         f"{tmp_path / 'sipwarden.toml'}: enginee: unknown section"
     )
+    assert "gateway" in error_of(write(tmp_path, "[gatewy]\n"))  # listed among the sections
+    assert "gateway.policy.bogus" in error_of(write(tmp_path, "[gateway.policy]\nbogus = 1\n"))
 
 
 def test_unknown_detector_lists_near_matches(tmp_path: Path) -> None:

@@ -9,6 +9,10 @@ Layout (``examples/sipwarden.toml`` is a commented example)::
     [detectors."<id>"]          that detector's Config fields (enabled, allow_sources, ...)
     [exchange]  sender_id       the FS.38 ``sender_id`` of the events this operator writes
     [events]    min_severity    findings at or above it become FS.38 events
+    [gateway]                   ``sipwarden gateway``: listen, upstream, fail_open, allow_public,
+                                blocklist_db, metrics, secret_file (flags override them)
+    [gateway.policy]            gateway.policy.PolicyConfig fields (trusted_peers, ...)
+    [gateway.sanitize]          gateway.sanitize.SanitizeConfig fields
 
 A list field ``X`` (``tuple[str, ...]``) may instead, or also, be given as ``X_file``: a path
 relative to the config file, one entry per line, ``#`` starts a comment, blank lines skipped.
@@ -28,6 +32,7 @@ escaped, so a wrong path to a binary or huge file gives one readable line.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import math
 import os
 import re
@@ -42,7 +47,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sipwarden.detect import DETECTORS, Detector, DetectorConfig, EngineConfig, Severity
-from sipwarden.errors import ConfigError
+from sipwarden.errors import ConfigError, SipwardenError
+from sipwarden.gateway.policy import PolicyConfig
+from sipwarden.gateway.sanitize import SanitizeConfig
 
 __all__ = [
     "DEFAULT_SENDER_ID",
@@ -51,6 +58,7 @@ __all__ = [
     "ConfigFileError",
     "EventsConfig",
     "ExchangeConfig",
+    "GatewayConfig",
     "Settings",
     "load_settings",
     "parse_settings",
@@ -71,7 +79,11 @@ _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 _SENDER_ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
-_SECTIONS = ("engine", "detectors", "exchange", "events")
+_SECTIONS = ("engine", "detectors", "exchange", "events", "gateway")
+#: The branch secret is a key, not text: 32 bytes is the BLAKE2b-256 key size the proxy uses;
+#: anything much larger than a key is a wrong path.
+MIN_SECRET_BYTES = 32
+MAX_SECRET_BYTES = 4096
 
 
 class ConfigFileError(ConfigError):
@@ -120,6 +132,96 @@ class EventsConfig(BaseModel):
     )
 
 
+def _check_listen(value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    from sipwarden.gateway.server import parse_address  # noqa: PLC0415 - asyncio only when used
+
+    for text in value or ():
+        try:
+            parse_address(text)
+        except SipwardenError as exc:
+            raise ValueError(str(exc)) from None
+    if value is not None and len(set(value)) != len(value):
+        raise ValueError("the same address is given twice")
+    return value
+
+
+class GatewayConfig(BaseModel):
+    """The ``[gateway]`` section. A scalar left out (None) means "as the command line says"."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    listen: tuple[str, ...] | None = Field(
+        None,
+        min_length=1,
+        description=(
+            "Untrusted-side addresses, udp:IP:PORT or udp:[IPv6]:PORT; --listen replaces them. "
+            "No default: where to listen is the operator's decision."
+        ),
+    )
+    upstream: str | None = Field(
+        None,
+        description="The protected SBC/core, udp:IP:PORT; --upstream replaces it. No default.",
+    )
+    fail_open: bool | None = Field(
+        None,
+        description=(
+            "Forward when the engine raises; --fail-open/--no-fail-open override. Unset: "
+            "false (a firewall that fails open is bypassed by whoever finds the crashing input)."
+        ),
+    )
+    allow_public: bool | None = Field(
+        None,
+        description=(
+            "Allow non-loopback listen/metrics addresses; --allow-public/--no-allow-public "
+            "override. Unset: false, exposing the gateway should be a decision."
+        ),
+    )
+    blocklist_db: Path | None = Field(
+        None,
+        description=(
+            "The shared SQLite blocklist (relative to the config file); --blocklist-db "
+            "overrides, $SIPWARDEN_DB is used when neither gives one."
+        ),
+    )
+    metrics: str | None = Field(
+        None,
+        description="Serve Prometheus /metrics on IP:PORT; --metrics overrides. Unset: off.",
+    )
+    secret_file: Path | None = Field(
+        None,
+        description=(
+            "File of at least 32 random bytes keying the Via branch digest, shared by several "
+            "workers behind one address (relative to the config file; mode 600). Unset: a "
+            "random key per process, right for a single worker."
+        ),
+    )
+    policy: PolicyConfig = Field(default_factory=PolicyConfig, description="[gateway.policy]")
+    sanitize: SanitizeConfig = Field(
+        default_factory=SanitizeConfig, description="[gateway.sanitize]"
+    )
+
+    _listen = field_validator("listen")(_check_listen)
+
+    @field_validator("upstream")
+    @classmethod
+    def _upstream_address(cls, value: str | None) -> str | None:
+        if value is not None:
+            _check_listen((value,))
+        return value
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics_address(cls, value: str | None) -> str | None:
+        from sipwarden.observability import parse_metrics_address  # noqa: PLC0415
+
+        if value is not None:
+            try:
+                parse_metrics_address(value)
+            except SipwardenError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """A validated configuration. ``detectors`` holds only the detectors the file configures;
@@ -130,6 +232,10 @@ class Settings:
     exchange: ExchangeConfig = field(default_factory=ExchangeConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
     source: str | None = None
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    #: The branch key derived from ``gateway.secret_file`` (None: random per process). Kept out
+    #: of repr so a logged Settings never shows it.
+    gateway_secret: bytes | None = field(default=None, repr=False)
 
     def build_detectors(self) -> list[Detector]:
         """Every registered detector, built with its configured (or default) Config."""
@@ -188,7 +294,75 @@ def parse_settings(data: Mapping[str, Any], source: str, base_dir: Path | None =
             raise ConfigFileError(source, _key_path(path), "must be a table of settings")
         expanded, origins = _read_list_files(cls.Config, values, path, source, base_dir)
         detectors[detector_id] = _validate(cls.Config, expanded, path, source, origins)
-    return Settings(engine, detectors, exchange, events, source)
+    gateway, secret = _parse_gateway(_table(data, "gateway", source), source, base_dir)
+    return Settings(engine, detectors, exchange, events, source, gateway, secret)
+
+
+def _parse_gateway(
+    values: dict[str, Any], source: str, base_dir: Path | None
+) -> tuple[GatewayConfig, bytes | None]:
+    """The ``[gateway]`` table: its policy and sanitize sub-tables validated on their own (so
+    ``trusted_peers_file`` works as in detector sections), paths made relative to the config
+    file, and the secret file read."""
+    values = dict(values)
+    for name, model in (("policy", PolicyConfig), ("sanitize", SanitizeConfig)):
+        path = ("gateway", name)
+        sub = values.get(name, {})
+        if not isinstance(sub, dict):
+            raise ConfigFileError(source, _key_path(path), "must be a table")
+        expanded, origins = _read_list_files(model, sub, path, source, base_dir)
+        # A nested table (policy.per_source) that sets one key keeps the defaults of the others:
+        # "rate_per_s = 5" should not demand burst and action too.
+        defaults = model()
+        for key, given in list(expanded.items()):
+            default = getattr(defaults, key, None)
+            if isinstance(default, BaseModel) and isinstance(given, dict):
+                expanded[key] = {**default.model_dump(), **given}
+        values[name] = _validate(model, expanded, path, source, origins)
+    gateway = _validate(GatewayConfig, values, ("gateway",), source)
+    updates: dict[str, Path] = {}
+    for name in ("blocklist_db", "secret_file"):
+        relative: Path | None = getattr(gateway, name)
+        if relative is not None and base_dir is not None:
+            updates[name] = base_dir / relative
+    gateway = gateway.model_copy(update=updates)
+    secret = None
+    if gateway.secret_file is not None:
+        secret = read_secret_file(gateway.secret_file, source)
+    return gateway, secret
+
+
+def read_secret_file(path: Path, source: str) -> bytes:
+    """The branch key from a secret file: a regular file of 32..4096 bytes that neither group
+    nor other may read or write (as ssh refuses a readable private key). The file's bytes are
+    hashed to the 32-byte key, so any length of random data keys the digest fully. Errors name
+    the file and never its content."""
+    key = _key_path(("gateway", "secret_file"))
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise ConfigFileError(source, key, f"cannot read {path}: {exc.strerror}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise ConfigFileError(source, key, f"{path}: not a regular file")
+    with os.fdopen(fd, "rb") as handle:
+        if info.st_mode & 0o066:
+            raise ConfigFileError(
+                source,
+                key,
+                f"{path}: readable or writable by group/other (mode "
+                f"{stat.S_IMODE(info.st_mode):03o}); chmod 600 it",
+            )
+        data = handle.read(MAX_SECRET_BYTES + 1)
+    if not MIN_SECRET_BYTES <= len(data) <= MAX_SECRET_BYTES:
+        raise ConfigFileError(
+            source,
+            key,
+            f"{path}: must hold {MIN_SECRET_BYTES} to {MAX_SECRET_BYTES} bytes of random data "
+            f"(e.g. head -c 32 /dev/urandom), not {len(data)}",
+        )
+    return hashlib.blake2b(data, digest_size=32, person=b"sipwarden-branch").digest()
 
 
 # -- helpers -----------------------------------------------------------------------------------

@@ -10,6 +10,10 @@ and enforces it; its own bans from findings stay in memory (listed in the exit r
 ``--metrics IP:PORT`` serves Prometheus ``/metrics`` from the gateway's loop (off by default);
 ``--log-format json|text`` chooses the log lines on stderr (text on a TTY, JSON otherwise).
 
+``--config FILE`` configures the detectors and, through its ``[gateway]`` section, the policy
+(``[gateway.policy]``), the sanitizing (``[gateway.sanitize]``), the addresses and the shared
+branch key (``secret_file``); a flag given on the command line wins over the file.
+
 Secure defaults: the listen addresses must be concrete (they are written into Via headers, so
 ``0.0.0.0`` / ``::`` are refused), and a non-loopback listen address needs ``--allow-public``:
 until the enforcing policy is configured, the gateway forwards whatever the detectors do not
@@ -46,20 +50,26 @@ class LogFormat(StrEnum):
 
 def gateway_command(
     listen: Annotated[
-        list[str],
+        list[str] | None,
         typer.Option(
             "--listen",
             "-l",
             metavar="ADDR",
-            help="Untrusted-side address, udp:IP:PORT or udp:[IPv6]:PORT (repeatable).",
+            help=(
+                "Untrusted-side address, udp:IP:PORT or udp:[IPv6]:PORT (repeatable; replaces "
+                "gateway.listen of --config)."
+            ),
         ),
-    ],
+    ] = None,
     upstream: Annotated[
-        str,
+        str | None,
         typer.Option(
-            "--upstream", "-u", metavar="ADDR", help="The protected SBC/core, udp:IP:PORT."
+            "--upstream",
+            "-u",
+            metavar="ADDR",
+            help="The protected SBC/core, udp:IP:PORT (replaces gateway.upstream of --config).",
         ),
-    ],
+    ] = None,
     duration: Annotated[
         float | None,
         typer.Option(
@@ -70,27 +80,44 @@ def gateway_command(
     ] = None,
     config: Annotated[
         Path | None,
-        typer.Option("--config", "-c", help="TOML config for the detectors (as for analyze)."),
+        typer.Option(
+            "--config",
+            "-c",
+            help=(
+                "TOML config: the detectors (as for analyze) and the [gateway] section "
+                "(policy, sanitize, addresses); flags given here win over the file."
+            ),
+        ),
     ] = None,
     allow_public: Annotated[
-        bool,
+        bool | None,
         typer.Option(
-            "--allow-public", help="Allow listening (and --metrics) on a non-loopback address."
+            "--allow-public/--no-allow-public",
+            help=(
+                "Allow listening (and --metrics) on a non-loopback address "
+                "(default: gateway.allow_public, else no)."
+            ),
+            show_default=False,
         ),
-    ] = False,
+    ] = None,
     fail_open: Annotated[
-        bool,
+        bool | None,
         typer.Option(
-            "--fail-open", help="Forward when the engine raises (default: drop, counted)."
+            "--fail-open/--no-fail-open",
+            help=(
+                "Forward when the engine raises (default: gateway.fail_open, else drop, counted)."
+            ),
+            show_default=False,
         ),
-    ] = False,
+    ] = None,
     blocklist_db: Annotated[
         Path | None,
         typer.Option(
             "--blocklist-db",
             help=(
                 "The shared SQLite blocklist that `sipwarden blocklist` writes; its bans apply "
-                "within a second of a change [default: $SIPWARDEN_DB if set, else none]."
+                "within a second of a change (default: gateway.blocklist_db, else "
+                "$SIPWARDEN_DB if set, else none)."
             ),
         ),
     ] = None,
@@ -101,7 +128,7 @@ def gateway_command(
             metavar="ADDR",
             help=(
                 "Serve Prometheus /metrics on IP:PORT, e.g. 127.0.0.1:9464 (off by default; a "
-                "non-loopback address needs --allow-public)."
+                "non-loopback address needs --allow-public) (default: gateway.metrics)."
             ),
         ),
     ] = None,
@@ -109,7 +136,7 @@ def gateway_command(
         LogFormat | None,
         typer.Option(
             "--log-format",
-            help="Log lines on stderr as json or text [default: text on a TTY, json otherwise].",
+            help="Log lines on stderr as json or text (default: text on a TTY, json otherwise).",
         ),
     ] = None,
 ) -> None:
@@ -126,6 +153,19 @@ def gateway_command(
     if log_format is None:
         log_format = LogFormat.TEXT if sys.stderr.isatty() else LogFormat.JSON
     configure_logging(json=log_format is LogFormat.JSON)
+    settings = load_settings(config) if config is not None else Settings()
+    file = settings.gateway
+    # A flag given on the command line wins over the file; the file over the built-in default.
+    listen = listen or list(file.listen or ())
+    upstream = upstream if upstream is not None else file.upstream
+    if not listen or upstream is None:
+        missing = "--listen" if not listen else "--upstream"
+        key = "gateway.listen" if not listen else "gateway.upstream"
+        raise InputError(missing, f"required: give {missing} or {key} in the --config file")
+    allow_public = _first(allow_public, file.allow_public, default=False)
+    fail_open = _first(fail_open, file.fail_open, default=False)
+    metrics = metrics if metrics is not None else file.metrics
+    blocklist_db = blocklist_db if blocklist_db is not None else file.blocklist_db
     endpoints = [parse_address(text) for text in listen]
     upstream_ep = parse_address(upstream)
     for text, endpoint in zip(listen, endpoints, strict=True):
@@ -143,10 +183,10 @@ def gateway_command(
             raise InputError(
                 metrics or "", "not a loopback address: add --allow-public to serve metrics on it"
             )
-    settings = load_settings(config) if config is not None else Settings()
+    # The policy's trusted peers stay out of the detectors' allow_sources on purpose: a spoofed
+    # trusted source must still produce injection/malformed findings.
     engine = Engine(settings.build_detectors(), settings.engine)
-    # Default policy and sanitizing until the gateway's own config section exists (issue 4).
-    policy = Enforcer(Policy())
+    policy = Enforcer(Policy(file.policy))
     env_db = os.environ.get("SIPWARDEN_DB")
     shared_path = blocklist_db or (Path(env_db) if env_db else None)
     on_tick = _blocklist_mirror(shared_path, policy) if shared_path is not None else None
@@ -155,7 +195,8 @@ def gateway_command(
         upstream_ep,
         engine,
         policy,
-        Sanitizer().outgoing,
+        Sanitizer(file.sanitize).outgoing,
+        secret=settings.gateway_secret,
         fail_open=fail_open,
         on_tick=on_tick,
         metrics_address=metrics_address,
@@ -212,6 +253,13 @@ def _blocklist_mirror(path: Path, enforcer: Enforcer) -> Callable[[float], None]
             seen[0] = version
 
     return mirror
+
+
+def _first(flag: bool | None, file: bool | None, *, default: bool) -> bool:
+    """The command line's value if given, else the file's, else ``default``."""
+    if flag is not None:
+        return flag
+    return file if file is not None else default
 
 
 def _text(endpoint: Endpoint) -> str:
