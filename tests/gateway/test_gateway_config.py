@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,7 @@ from sipwarden.gateway.sanitize import Sanitizer
 from sipwarden.net import Endpoint
 from sipwarden.sip import Request, Response, parse_message
 from tests.conftest import REPO
+from tests.gateway import run_cli
 
 LISTEN = Endpoint("127.0.0.1", 5060)
 UPSTREAM = Endpoint("127.0.0.1", 5070)
@@ -259,16 +258,6 @@ def test_secret_file_without_a_config_dir_is_used_as_given(tmp_path: Path) -> No
 )
 def test_a_flag_wins_over_the_file(flag: bool | None, file: bool | None, expected: bool) -> None:
     assert _first(flag, file, default=False) is expected
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sipwarden", "gateway", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
 
 
 def free_port() -> int:

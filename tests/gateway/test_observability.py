@@ -30,6 +30,7 @@ from sipwarden.observability import (
     configure_logging,
     parse_metrics_address,
 )
+from tests.gateway import run_cli
 from tests.gateway.test_server import options, recv, udp
 
 
@@ -324,16 +325,6 @@ def test_text_logging(capsys: pytest.CaptureFixture[str], restore_logging: None)
 
 
 # -- CLI ---------------------------------------------------------------------------------------
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sipwarden", "gateway", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ from sipwarden.errors import InputError
 from sipwarden.gateway.server import RECV_MAX, GatewayServer, parse_address
 from sipwarden.net import Endpoint
 from sipwarden.sip import Request, Response, parse_message
+from tests.gateway import run_cli
 
 
 def options(port: int, branch: str = "z9hG4bKsrv1", ua: str = "sipsak 0.9.8") -> bytes:
@@ -138,16 +137,6 @@ def test_parse_address(text: str, expected: Endpoint) -> None:
 def test_parse_address_rejects(text: str) -> None:
     with pytest.raises(InputError):
         parse_address(text)
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sipwarden", "gateway", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
 
 
 @pytest.mark.parametrize(
