@@ -494,7 +494,26 @@ def _dialog_initial(request: Request) -> bool:
     return receiver is None or not receiver.tag
 
 
-class HostSweepConfig(DetectorConfig):
+class _ScanConfig(DetectorConfig):
+    """What the two scan detectors share: per-source state, and who talked first (``_Peers``)."""
+
+    max_sources: int = Field(
+        100_000,
+        ge=1,
+        description="Most sources tracked at once; the least recently active is evicted first.",
+    )
+    max_peers: int = Field(
+        200_000,
+        ge=1,
+        description=(
+            "Most (address, peer) pairs remembered to recognise hosts that talked first (phones "
+            "a registrar qualifies), and most servers whose clients are counted; least "
+            "recently seen evicted first."
+        ),
+    )
+
+
+class HostSweepConfig(_ScanConfig):
     window_s: float = Field(
         300.0,
         gt=0,
@@ -511,19 +530,6 @@ class HostSweepConfig(DetectorConfig):
             "Distinct destination IPs one source sends dialog-initial requests to within one "
             "window. No published SIP anchor; as Zeek's generic Scan::addr_scan_threshold = 25 "
             "(policy/misc/scan.zeek, not in the anchors file)."
-        ),
-    )
-    max_sources: int = Field(
-        100_000,
-        ge=1,
-        description="Most sources tracked at once; the least recently active is evicted first.",
-    )
-    max_peers: int = Field(
-        200_000,
-        ge=1,
-        description=(
-            "Most (address, peer) pairs remembered to recognise hosts that talked first "
-            "(phones qualified by their registrar); least recently seen evicted first."
         ),
     )
 
@@ -679,7 +685,7 @@ class _Mix:
         return len([name for name in self.classes if name != "none"]) > 1
 
 
-class ExtensionEnumerationConfig(DetectorConfig):
+class ExtensionEnumerationConfig(_ScanConfig):
     window_s: float = Field(
         120.0,
         gt=0,
@@ -698,19 +704,6 @@ class ExtensionEnumerationConfig(DetectorConfig):
             "distinct users / 2 min; Elastic counts OPTIONS only, CrowdSec's "
             "asterisk_user_enum any method). Counted whatever the answers, so a server that "
             "challenges everyone (Asterisk PJSIP's artificial 401) is covered too."
-        ),
-    )
-    max_sources: int = Field(
-        100_000,
-        ge=1,
-        description="Most sources tracked at once; the least recently active is evicted first.",
-    )
-    max_peers: int = Field(
-        200_000,
-        ge=1,
-        description=(
-            "Most (address, peer) pairs remembered to recognise servers that talked first "
-            "(a registrar qualifying its phones); least recently seen evicted first."
         ),
     )
 

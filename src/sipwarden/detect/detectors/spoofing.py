@@ -244,9 +244,12 @@ class _SpoofingDetector(Detector):
         self._recent: TtlMap[str, float] = TtlMap(self.config.max_recent_calls, _RETRANSMISSION_S)
 
     def first_sight(self, obs: Observation) -> Request | None:
-        """The initial request of ``obs`` (:func:`_initial_request`) unless one with its method
-        and Call-ID was judged within the last 32 s: a retransmission, or the same call's
-        INVITE re-sent with credentials, presents the identity already judged."""
+        """The initial request of ``obs`` (:func:`_initial_request`) to judge: None for an
+        allow-listed source, and when one with its method and Call-ID was judged within the
+        last 32 s (a retransmission, or the same call's INVITE re-sent with credentials,
+        presents the identity already judged)."""
+        if self.allowed(obs.src.ip):
+            return None
         request = _initial_request(obs)
         if request is None:
             return None
@@ -314,7 +317,7 @@ class IdentityMismatch(_SpoofingDetector):
 
     def observe(self, obs: Observation) -> list[Finding]:
         src = obs.src.ip
-        if self.allowed(src) or self.trusted(src):
+        if self.trusted(src):
             return []
         request = self.first_sight(obs)
         if request is None:
@@ -393,8 +396,6 @@ class ImpossibleNumber(_SpoofingDetector):
 
     def observe(self, obs: Observation) -> list[Finding]:
         src = obs.src.ip
-        if self.allowed(src):
-            return []
         request = self.first_sight(obs)
         if request is None:
             return []
@@ -460,8 +461,6 @@ class CallerEqualsCallee(_SpoofingDetector):
 
     def observe(self, obs: Observation) -> list[Finding]:
         src = obs.src.ip
-        if self.allowed(src):
-            return []
         request = self.first_sight(obs)
         if request is None or request.method != "INVITE":
             return []
@@ -550,7 +549,7 @@ class NationalCliFromAbroad(_SpoofingDetector):
     def observe(self, obs: Observation) -> list[Finding]:
         src = obs.src.ip
         home = self.config.home_region
-        if home is None or not self._trunks or self.allowed(src) or src not in self._trunks:
+        if home is None or src not in self._trunks:
             return []
         request = self.first_sight(obs)
         if request is None or request.method != "INVITE":

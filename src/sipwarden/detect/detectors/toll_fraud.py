@@ -413,12 +413,13 @@ class _CallDetector(Detector):
         severity: Severity,
         confidence: int,
         summary: str,
-        key: str,
         indicators: dict[str, str],
         action: RecommendedAction | None,
+        key: str | None = None,
     ) -> Finding:
-        """A hit about ``account``'s calls, keyed by ``key`` (its source, not the account), that
-        names the other accounts of the same source that went over a limit lately."""
+        """A hit about ``account``'s calls, keyed by its source (not the account, which an
+        attacker rotates) unless ``key`` says otherwise, that names the other accounts of the
+        same source that went over a limit lately."""
         source = event.call.src.ip
         listed = self._accounts_by_source.get(source, event.ts) or ()
         # An unauthenticated account is "user@source" (tracker.Call.account); the finding is
@@ -433,7 +434,9 @@ class _CallDetector(Detector):
         if len(listed) > 1:
             summary += f"; flagged accounts from {source}: {accounts}"
         indicators = {**indicators, "account": account, "accounts": accounts}
-        return self._call_hit(event, severity, confidence, summary, key, indicators, action)
+        return self._call_hit(
+            event, severity, confidence, summary, key or source, indicators, action
+        )
 
 
 def _caller(event: CallEvent) -> str:
@@ -492,7 +495,6 @@ class DestinationRisk(_CallDetector):
                 85 if high else 60,
                 f"call to risky destination {e164} ({'; '.join(risk.reasons)}) by "
                 f"{caller[:_MAX_TEXT_CHARS]} from {call.src.ip}",
-                f"{call.src.ip}>{e164}",
                 {
                     "e164": e164,
                     "dialled": (call.callee or "")[:64],
@@ -502,6 +504,7 @@ class DestinationRisk(_CallDetector):
                     "reasons": "; ".join(risk.reasons)[:200],
                 },
                 RecommendedAction("RESTRICT_SERVICE", 3600) if high else None,
+                key=f"{call.src.ip}>{e164}",
             )
         ]
 
@@ -706,7 +709,6 @@ class CallVelocity(_CallDetector):
                 70,
                 f"call velocity: {caller[:_MAX_TEXT_CHARS]} placed {count} calls in one {what} "
                 f"(limit {limit}) from {call.src.ip}, last to {(call.callee or '')[:64]}",
-                call.src.ip,
                 {
                     "calls_in_" + what: str(count),
                     "threshold": str(limit),
@@ -773,7 +775,6 @@ class CallConcurrency(_CallDetector):
                 f"{event.concurrent_account} concurrent answered calls on "
                 f"{caller[:_MAX_TEXT_CHARS]} from {call.src.ip} "
                 f"(limit {self._cfg.max_concurrent})",
-                call.src.ip,
                 {"concurrent_calls": str(event.concurrent_account)},
                 RecommendedAction("INVESTIGATE"),
             )
@@ -880,7 +881,6 @@ class SequentialDialing(_CallDetector):
                 65,
                 f"sequential dialing: {caller[:_MAX_TEXT_CHARS]} from {call.src.ip} made {count} "
                 f"consecutive calls to {kind} (last {callee[:64]})",
-                call.src.ip,
                 {"pattern": kind, "consecutive_calls": str(count)},
                 RecommendedAction("INVESTIGATE"),
             )
@@ -1008,7 +1008,6 @@ class OffHoursBurst(_CallDetector):
                 f"off-hours burst: {caller[:_MAX_TEXT_CHARS]} from {call.src.ip} placed {count} "
                 f"calls in {cfg.window_s:g} s outside {cfg.business_hours} "
                 f"{cfg.business_days} ({clock})",
-                call.src.ip,
                 {"calls_in_window": str(count)},
                 RecommendedAction("MONITOR" if offset is None else "INVESTIGATE"),
             )
