@@ -74,7 +74,7 @@ class _Stats(Protocol):
     @property
     def answers_suppressed(self) -> int: ...
     @property
-    def rejected(self) -> Mapping[int, int]: ...
+    def rejected(self) -> Mapping[tuple[int, DropReason], int]: ...
     @property
     def dropped(self) -> Mapping[DropReason, int]: ...
 
@@ -146,7 +146,7 @@ class _GatewayCollector(Collector):
             "sipwarden_gateway_rejected",
             "Requests answered with an error status instead of being forwarded (also counted "
             "in sipwarden_gateway_dropped_total under their reason).",
-            labels=["status"],
+            labels=["status", "reason"],
         )
         dropped = CounterMetricFamily(
             "sipwarden_gateway_dropped",
@@ -163,8 +163,8 @@ class _GatewayCollector(Collector):
         if stats is not None:
             forwarded.add_metric(["request"], stats.forwarded_requests)
             forwarded.add_metric(["response"], stats.forwarded_responses)
-            for status, count in sorted(stats.rejected.items()):
-                rejected.add_metric([str(status)], count)
+            for (status, reason), count in sorted(stats.rejected.items()):
+                rejected.add_metric([str(status), str(reason)], count)
             # The whole closed set, zeros included: dashboards and alerts see every reason.
             for reason in DropReason:
                 dropped.add_metric([reason.value], stats.dropped.get(reason, 0))

@@ -12,8 +12,9 @@ import pytest
 from sipwarden.cli.gateway import _first
 from sipwarden.config import ConfigFileError, Settings, load_settings, parse_settings
 from sipwarden.detect import Engine
+from sipwarden.gateway.enforcer import Enforcer
 from sipwarden.gateway.policy import Policy, PolicyConfig
-from sipwarden.gateway.proxy import Enforcer, ProxyConfig, StatelessProxy
+from sipwarden.gateway.proxy import ProxyConfig, StatelessProxy
 from sipwarden.gateway.sanitize import Sanitizer
 from sipwarden.net import Endpoint
 from sipwarden.sip import Request, Response, parse_message

@@ -19,8 +19,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from sipwarden import observability
 from sipwarden.detect import DETECTORS, Engine
 from sipwarden.errors import InputError
+from sipwarden.gateway.enforcer import Enforcer
 from sipwarden.gateway.policy import Policy
-from sipwarden.gateway.proxy import Enforcer, ProxyStats
+from sipwarden.gateway.proxy import ProxyStats
 from sipwarden.gateway.server import GatewayServer
 from sipwarden.gateway.verdict import DropReason
 from sipwarden.net import Endpoint
@@ -200,7 +201,7 @@ def test_metrics_without_attach_and_with_fake_stats() -> None:
     metrics = GatewayMetrics()
     assert b"sipwarden_gateway_added_latency_seconds_bucket" in metrics.exposition()
     stats = ProxyStats(received=5, forwarded_requests=2, forwarded_responses=1, engine_errors=1)
-    stats.rejected[405] += 1
+    stats.rejected[405, DropReason.METHOD_NOT_ALLOWED] += 1
     stats.drop(DropReason.METHOD_NOT_ALLOWED)
     stats.drop(DropReason.BLOCKLISTED)
     stats.drop(DropReason.BLOCKLISTED)
@@ -222,7 +223,15 @@ def test_metrics_without_attach_and_with_fake_stats() -> None:
     got = samples(metrics.exposition().decode())
     assert got[("sipwarden_gateway_dropped_total", (("reason", "blocklisted"),))] == 2
     assert got[("sipwarden_gateway_dropped_total", (("reason", "overload"),))] == 0
-    assert got[("sipwarden_gateway_rejected_total", (("status", "405"),))] == 1
+    assert (
+        got[
+            (
+                "sipwarden_gateway_rejected_total",
+                (("reason", "method_not_allowed"), ("status", "405")),
+            )
+        ]
+        == 1
+    )
     assert got[("sipwarden_gateway_forwarded_total", (("kind", "response"),))] == 1
     assert got[("sipwarden_gateway_engine_errors_total", ())] == 1
     assert got[("sipwarden_gateway_socket_errors_total", ())] == 2

@@ -175,7 +175,7 @@ def test_max_forwards_zero_is_answered_483_to_the_packet_source() -> None:
         "SIP/2.0/UDP 192.0.2.10:5062;branch=z9hG4bKabc;rport"
     ]
     assert proxy.stats.dropped == {DropReason.TOO_MANY_HOPS: 1}
-    assert proxy.stats.rejected == {483: 1}
+    assert proxy.stats.rejected == {(483, DropReason.TOO_MANY_HOPS): 1}
 
 
 def test_max_forwards_one_is_forwarded_with_zero() -> None:
@@ -265,8 +265,8 @@ def test_rejection_never_larger_than_the_request() -> None:
 
 
 def test_405_carries_allow() -> None:
+    from sipwarden.gateway.enforcer import Enforcer
     from sipwarden.gateway.policy import Policy
-    from sipwarden.gateway.proxy import Enforcer
 
     proxy = StatelessProxy(config(), policy=Enforcer(Policy()))
     [send] = proxy.on_datagram(
@@ -442,8 +442,8 @@ def scanner_options(n: int) -> bytes:
 
 
 def test_real_engine_and_policy_drop_a_scanner_and_ban_it() -> None:
+    from sipwarden.gateway.enforcer import Enforcer
     from sipwarden.gateway.policy import Policy
-    from sipwarden.gateway.proxy import Enforcer
 
     engine = Engine([cls() for cls in DETECTORS.values()])
     enforcer = Enforcer(Policy())
@@ -582,8 +582,8 @@ def test_top_hop_marked_and_other_hops_kept(via_lines: str) -> None:
 
 
 def _full_stack(**policy_kw: object) -> tuple[StatelessProxy, object]:
+    from sipwarden.gateway.enforcer import Enforcer
     from sipwarden.gateway.policy import Policy, PolicyConfig
-    from sipwarden.gateway.proxy import Enforcer
     from sipwarden.gateway.sanitize import Sanitizer
 
     engine = Engine([cls() for cls in DETECTORS.values()])
@@ -627,8 +627,8 @@ def test_random_bytes_never_raise_through_the_full_stack(data: bytes) -> None:
 
 
 def test_spoofed_trusted_peer_is_never_banned_and_spoofed_flood_bans_are_bounded() -> None:
+    from sipwarden.gateway.enforcer import Enforcer
     from sipwarden.gateway.policy import Policy, PolicyConfig
-    from sipwarden.gateway.proxy import Enforcer
     from sipwarden.store.base import BlocklistSettings
     from sipwarden.store.memory import MemoryBlocklistStore
 

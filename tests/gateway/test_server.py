@@ -182,9 +182,8 @@ def test_shared_blocklist_is_enforced_and_followed(tmp_path: Path) -> None:
     """`sipwarden blocklist` writes a SQLite store; the gateway mirrors it within a tick: a
     listed source is dropped, and once removed it is forwarded again."""
 
-    from sipwarden.cli.gateway import _blocklist_mirror
+    from sipwarden.gateway.enforcer import Enforcer, SharedBlocklist
     from sipwarden.gateway.policy import Policy
-    from sipwarden.gateway.proxy import Enforcer
     from sipwarden.store.sqlite import SqliteBlocklistStore
 
     db = tmp_path / "blocklist.db"
@@ -202,7 +201,7 @@ def test_shared_blocklist_is_enforced_and_followed(tmp_path: Path) -> None:
             Endpoint("127.0.0.1", upstream.getsockname()[1]),
             Engine([cls() for cls in DETECTORS.values()]),
             enforcer,
-            on_tick=_blocklist_mirror(db, enforcer),
+            on_tick=SharedBlocklist(db, enforcer),
         )
         await server.start()
         task = asyncio.create_task(server.run(duration=10))
@@ -272,9 +271,8 @@ def test_upstream_port_unreachable_is_counted_and_traffic_continues() -> None:
 def test_shared_blocklist_unreadable_mid_run_keeps_the_last_copy(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from sipwarden.cli.gateway import _blocklist_mirror
+    from sipwarden.gateway.enforcer import Enforcer, SharedBlocklist
     from sipwarden.gateway.policy import Policy
-    from sipwarden.gateway.proxy import Enforcer
     from sipwarden.store.sqlite import SqliteBlocklistStore
 
     db = tmp_path / "blocklist.db"
@@ -285,7 +283,7 @@ def test_shared_blocklist_unreadable_mid_run_keeps_the_last_copy(
         [Endpoint("127.0.0.1", 0)],
         Endpoint("127.0.0.1", 5070),
         policy=enforcer,
-        on_tick=_blocklist_mirror(db, enforcer),
+        on_tick=SharedBlocklist(db, enforcer),
     )
     server._tick(1.0)
     assert enforcer.is_blocked("192.0.2.5", 1.0)

@@ -27,7 +27,7 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -37,7 +37,7 @@ import typer
 from sipwarden.errors import InputError
 
 if TYPE_CHECKING:
-    from sipwarden.gateway.proxy import Enforcer
+    from sipwarden.gateway.verdict import DropReason
     from sipwarden.net import Endpoint
 
 __all__ = ["LogFormat", "gateway_command"]
@@ -143,8 +143,8 @@ def gateway_command(
     """Run the inline SIP firewall: a stateless UDP proxy that inspects every message."""
     from sipwarden.config import Settings, load_settings  # noqa: PLC0415
     from sipwarden.detect import Engine  # noqa: PLC0415
+    from sipwarden.gateway.enforcer import Enforcer, SharedBlocklist  # noqa: PLC0415
     from sipwarden.gateway.policy import Policy  # noqa: PLC0415
-    from sipwarden.gateway.proxy import Enforcer  # noqa: PLC0415
     from sipwarden.gateway.sanitize import Sanitizer  # noqa: PLC0415
     from sipwarden.gateway.server import GatewayServer, parse_address  # noqa: PLC0415
     from sipwarden.net import AddressKind, classify  # noqa: PLC0415
@@ -189,7 +189,7 @@ def gateway_command(
     policy = Enforcer(Policy(file.policy))
     env_db = os.environ.get("SIPWARDEN_DB")
     shared_path = blocklist_db or (Path(env_db) if env_db else None)
-    on_tick = _blocklist_mirror(shared_path, policy) if shared_path is not None else None
+    on_tick = SharedBlocklist(shared_path, policy) if shared_path is not None else None
     server = GatewayServer(
         endpoints,
         upstream_ep,
@@ -223,7 +223,7 @@ def gateway_command(
         "received": stats.received,
         "forwarded_requests": stats.forwarded_requests,
         "forwarded_responses": stats.forwarded_responses,
-        "rejected": {str(k): v for k, v in sorted(stats.rejected.items())},
+        "rejected": _rejected(stats.rejected),
         "dropped": {str(k): v for k, v in sorted(stats.dropped.items())},
         "engine_errors": stats.engine_errors,
         "socket_errors": server.socket_errors,
@@ -238,23 +238,6 @@ def gateway_command(
     sys.stdout.write(json.dumps(report, ensure_ascii=False, indent=2) + "\n")
 
 
-def _blocklist_mirror(path: Path, enforcer: Enforcer) -> Callable[[float], None]:
-    """A tick that copies the shared SQLite blocklist into the gateway's in-memory one when it
-    changed (its data_version moved): one cheap query a second instead of one per message."""
-    from sipwarden.store.sqlite import SqliteBlocklistStore  # noqa: PLC0415
-
-    store = SqliteBlocklistStore(path)  # InputError/StoreUnavailable name the file
-    seen: list[int | None] = [None]
-
-    def mirror(now: float) -> None:
-        version = store.data_version()
-        if version != seen[0]:
-            enforcer.mirror(store.list(now), now)
-            seen[0] = version
-
-    return mirror
-
-
 def _first(flag: bool | None, file: bool | None, *, default: bool) -> bool:
     """The command line's value if given, else the file's, else ``default``."""
     if flag is not None:
@@ -265,3 +248,11 @@ def _first(flag: bool | None, file: bool | None, *, default: bool) -> bool:
 def _text(endpoint: Endpoint) -> str:
     host = f"[{endpoint.ip}]" if ":" in endpoint.ip else endpoint.ip
     return f"udp:{host}:{endpoint.port}"
+
+
+def _rejected(counts: Mapping[tuple[int, DropReason], int]) -> dict[str, dict[str, int]]:
+    """``{status: {reason: count}}`` for the exit report."""
+    out: dict[str, dict[str, int]] = {}
+    for (status, reason), count in sorted(counts.items()):
+        out.setdefault(str(status), {})[str(reason)] = count
+    return out

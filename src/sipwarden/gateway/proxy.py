@@ -56,10 +56,10 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 from sipwarden.detect.engine import Engine
 from sipwarden.detect.finding import Finding
@@ -76,16 +76,9 @@ from sipwarden.sip.serialize import (
     pop_via,
     push_via_edit,
 )
-from sipwarden.store.base import BlockEntry, StoreFull
-from sipwarden.store.memory import MemoryBlocklistStore
-
-if TYPE_CHECKING:
-    from sipwarden.gateway.policy import BlockOrder
-    from sipwarden.gateway.policy import Policy as GatewayPolicy
 
 __all__ = [
     "BRANCH_PREFIX",
-    "Enforcer",
     "Outgoing",
     "PolicyFn",
     "ProxyConfig",
@@ -164,7 +157,8 @@ class ProxyStats:
     #: Rejections not sent because the answer would be larger than the request: a spoofed
     #: source must not get more bytes from us than it (or its forger) sent. Also under dropped.
     answers_suppressed: int = 0
-    rejected: Counter[int] = field(default_factory=Counter)
+    #: Answers sent, by (status, reason).
+    rejected: Counter[tuple[int, DropReason]] = field(default_factory=Counter)
     dropped: Counter[DropReason] = field(default_factory=Counter)
 
     def drop(self, reason: DropReason) -> None:
@@ -405,7 +399,7 @@ class StatelessProxy:
         if not isinstance(message, Request) or message.method == "ACK":
             return []  # responses and ACKs are never answered
         try:
-            send = self._reject(message, verdict.status, src, local, verdict.retry_after)
+            send = self._reject(message, verdict, src, local)
         except (SipParseError, ValueError):
             return []  # unanswerable (a malformed To or Via): still counted once, above
         if send is None:
@@ -416,13 +410,13 @@ class StatelessProxy:
     def _reject(
         self,
         request: Request,
-        status: int,
+        verdict: Reject,
         src: Endpoint,
         local: Endpoint,
-        retry_after: int | None = None,
     ) -> Send | None:
         """The answer, or None when it would be larger than the request (no amplification:
         compact headers expanded, a To tag, Allow and Retry-After added can outgrow it)."""
+        status, retry_after = verdict.status, verdict.retry_after
         tag = self._digest(
             (request.call_id or "").encode("utf-8", "surrogateescape") + b"\x00tag", 0
         )
@@ -436,7 +430,7 @@ class StatelessProxy:
         )
         if len(data) > len(request.raw):
             return None
-        self.stats.rejected[status] += 1
+        self.stats.rejected[status, verdict.reason] += 1
         return Send(data, src, local)  # to the packet's source: no reflection via a forged Via
 
     # -- requests ------------------------------------------------------------------------------
@@ -534,74 +528,6 @@ class StatelessProxy:
         data = out.raw if self.outgoing is None else self.outgoing(out).raw
         self.stats.forwarded_responses += 1
         return [Send(data, dest, self.config.listen[index])]
-
-
-class Enforcer:
-    """Adapts :class:`~sipwarden.gateway.policy.Policy` to the proxy: each decision reads the
-    blocklist (a :class:`~sipwarden.store.memory.MemoryBlocklistStore`: the gateway's copy of
-    the shared store, see :meth:`mirror`), and the bans the policy orders from findings are
-    written to it as ``origin="finding"`` entries.
-    """
-
-    def __init__(self, policy: GatewayPolicy, store: MemoryBlocklistStore | None = None) -> None:
-        self.policy = policy
-        self.store = store if store is not None else MemoryBlocklistStore()
-        #: The latest bans ordered (for the exit report and logs), bounded.
-        self.recent: deque[BlockOrder] = deque(maxlen=1000)
-        #: Bans the store had no room for (operator bans fill it): counted, not raised.
-        self.bans_refused = 0
-
-    @property
-    def allow_header(self) -> str:
-        """The ``Allow`` value of the proxy's 405 answers (RFC 3261 §21.4.6)."""
-        return self.policy.allow_header
-
-    def is_blocked(self, ip: str, now: float) -> bool:
-        return self.store.get(ip, now) is not None
-
-    def __call__(
-        self, obs: Observation, now: float, findings: Sequence[Finding], raw: bytes = b""
-    ) -> Verdict:
-        verdict = self.policy.decide(obs, now, self.is_blocked, findings, raw)
-        # A source already banned is not banned again for the same episode: the engine keeps
-        # extending the episode while the source keeps sending, and escalating on every packet
-        # would reach the cap in a few packets.
-        fresh = [f for f in findings if f.source is None or not self.is_blocked(f.source.ip, now)]
-        if fresh:
-            for order in self.policy.blocklist_entries(fresh, now):
-                entry = BlockEntry(
-                    order.ip,
-                    order.reason,
-                    "finding",
-                    now,
-                    order.expires_at,
-                    order.repeat,
-                    order.finding_id,
-                )
-                try:
-                    self.store.put(entry, now)
-                except StoreFull:
-                    self.bans_refused += 1
-                    continue
-                self.recent.append(order)
-        return verdict
-
-    def mirror(self, shared: list[BlockEntry], now: float) -> None:
-        """Make the copy hold exactly ``shared`` (the entries of the store the CLI and the
-        exchange write), keeping the gateway's own finding bans."""
-        keep = {entry.network for entry in shared}
-        for entry in self.store.list(now):
-            if entry.origin != "finding" and entry.network not in keep:
-                self.store.remove(entry.network)
-        for entry in shared:
-            try:
-                self.store.put(entry, now)
-            except StoreFull:
-                self.bans_refused += 1
-
-    def advance(self, now: float) -> None:
-        self.policy.advance(now)
-        self.store.expire(now)
 
 
 def _response_destination(hop: Via) -> Endpoint | None:

@@ -38,8 +38,8 @@ from typing import Any, cast
 
 from sipwarden.detect.engine import Engine
 from sipwarden.errors import InputError
+from sipwarden.gateway.enforcer import Enforcer
 from sipwarden.gateway.proxy import (
-    Enforcer,
     Outgoing,
     PolicyFn,
     ProxyConfig,
