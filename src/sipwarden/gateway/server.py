@@ -34,6 +34,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 from sipwarden.detect.engine import Engine
@@ -49,7 +50,7 @@ from sipwarden.gateway.proxy import (
 from sipwarden.net import Endpoint, Transport, parse_host_port
 from sipwarden.observability import GatewayMetrics, MetricsServer, StateHolder, serve_metrics
 
-__all__ = ["RECV_MAX", "GatewayServer", "parse_address"]
+__all__ = ["RECV_MAX", "GatewayServer", "StreamOptions", "TlsOptions", "parse_address"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,36 @@ log = logging.getLogger(__name__)
 RECV_MAX = 65535
 #: How often the engine is told that time passed (seconds).
 ADVANCE_EVERY_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class TlsOptions:
+    """TLS on either side (``tls:`` addresses). TLS 1.2 is the floor (RFC 8996, FS.38)."""
+
+    #: Certificate chain and private key (PEM) the gateway presents on its ``tls:`` listen
+    #: endpoints; required when one is configured.
+    cert: Path | None = None
+    key: Path | None = None
+    #: CA bundle (PEM) the upstream's certificate must chain to for a ``tls:`` upstream; None:
+    #: the system's CAs. The certificate is always verified.
+    upstream_ca: Path | None = None
+    #: Name checked against the upstream's certificate (and sent as SNI); None: the upstream IP.
+    upstream_server_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamOptions:
+    """Bounds of the TCP/TLS side: an attacker opens connections for free."""
+
+    #: Close a connection idle this long, seconds (Kamailio ``tcp_connection_lifetime`` 120 s;
+    #: RFC 5626 §4.4.1 clients send keep-alives every 95-120 s, so a flow that keeps itself
+    #: alive stays open).
+    idle_timeout_s: float = 300.0
+    #: Most concurrent connections from the untrusted side (Kamailio ``tcp_max_connections``
+    #: 2048); above it new ones are closed at once and counted.
+    max_connections: int = 2048
+    #: A TLS handshake (and the first byte of a TCP connection) must complete within this.
+    handshake_timeout_s: float = 5.0
 
 
 def parse_address(text: str) -> Endpoint:
@@ -112,6 +143,10 @@ class GatewayServer:
         on_tick: Callable[[float], None] | None = None,
         metrics: GatewayMetrics | None = None,
         metrics_address: tuple[str, int] | None = None,
+        reuse_port: bool = False,
+        tls: TlsOptions | None = None,
+        streams: StreamOptions | None = None,
+        on_reload: Callable[[], None] | None = None,
     ) -> None:
         self.listen = listen
         self.upstream = upstream
@@ -130,12 +165,19 @@ class GatewayServer:
         self.metrics = metrics
         self.metrics_address = metrics_address
         self.metrics_server: MetricsServer | None = None
+        #: SO_REUSEPORT on every listen socket, so ``--workers N`` processes share the port.
+        self.reuse_port = reuse_port
+        self.tls = tls if tls is not None else TlsOptions()
+        self.streams = streams if streams is not None else StreamOptions()
+        #: Called on SIGHUP (the CLI re-reads its config and calls :meth:`reconfigure`).
+        self.on_reload = on_reload
         self._sides: list[_Side] = []
         self.proxy: StatelessProxy | None = None
         self.socket_errors = 0
         self.internal_errors = 0
         self._tick_failing = False
         self._bound: dict[Endpoint, _Bound] = {}
+        self._up_side: _Side | None = None
         self._stop: asyncio.Event | None = None
 
     # -- sockets -------------------------------------------------------------------------------
@@ -150,6 +192,7 @@ class GatewayServer:
                         lambda side=side: side,  # type: ignore[misc]
                         local_addr=(endpoint.ip, endpoint.port),
                         family=_family(endpoint),
+                        reuse_port=self.reuse_port or None,
                     )
                 except OSError as exc:
                     raise InputError(
@@ -186,6 +229,7 @@ class GatewayServer:
             fail_open=self.fail_open,
         )
         self.proxy = StatelessProxy(config, self.engine, self.policy, self.outgoing)
+        self._up_side = up_side
         if self.metrics is not None:
             self._attach_metrics(self.metrics, up_side)
 
@@ -257,6 +301,40 @@ class GatewayServer:
         else:
             bound.transport.sendto(action.data, (action.dest.ip, action.dest.port))
 
+    def reconfigure(
+        self,
+        *,
+        engine: Engine | None = None,
+        policy: PolicyFn | None = None,
+        outgoing: Outgoing | None = None,
+    ) -> None:
+        """Swap the engine, the policy and/or the outgoing edit between two messages (SIGHUP
+        reload): the sockets, connections and the proxy's counters stay."""
+        if engine is not None:
+            self.engine = engine
+        if policy is not None:
+            self.policy = policy
+        if outgoing is not None:
+            self.outgoing = outgoing
+        if self.proxy is not None:
+            if engine is not None:
+                self.proxy.engine = engine
+            if policy is not None:
+                self.proxy.policy = policy
+            if outgoing is not None:
+                self.proxy.outgoing = outgoing
+        if self.metrics is not None and self.proxy is not None and self._up_side is not None:
+            self._attach_metrics(self.metrics, self._up_side)
+
+    def _reload(self) -> None:
+        if self.on_reload is None:
+            return
+        try:
+            self.on_reload()
+        except Exception:  # a bad new config: keep serving with the old one
+            self.internal_errors += 1
+            log.exception("reload failed; the previous configuration stays in force")
+
     # -- lifecycle -----------------------------------------------------------------------------
     def stop(self) -> None:
         if self._stop is not None:
@@ -273,6 +351,10 @@ class GatewayServer:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self._stop.set)
                 handled.append(sig)
+        if self.on_reload is not None:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signal.SIGHUP, self._reload)
+                handled.append(signal.SIGHUP)
         self._tick(time.time())
         ticker = asyncio.create_task(self._advance_forever())
         try:
