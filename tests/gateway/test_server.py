@@ -124,7 +124,8 @@ def test_parse_address(text: str, expected: Endpoint) -> None:
     "text",
     [
         "127.0.0.1:5060",
-        "tcp:127.0.0.1:5060",
+        "sctp:127.0.0.1:5060",
+        "ws:127.0.0.1:5060",
         "udp:127.0.0.1",
         "udp:::1:5060",
         "udp:[::1]5060",

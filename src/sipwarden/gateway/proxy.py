@@ -299,7 +299,7 @@ class StatelessProxy:
         return index
 
     def _via(self, local: Endpoint, branch: str) -> str:
-        return f"SIP/2.0/UDP {_host(local.ip)}:{local.port};branch={branch}"
+        return f"SIP/2.0/{local.transport.upper()} {_host(local.ip)}:{local.port};branch={branch}"
 
     def advance(self, now: float) -> None:
         """Let time pass without traffic: the engine closes windows, the policy forgets."""
@@ -338,6 +338,19 @@ class StatelessProxy:
             # parsed lazily, so it surfaces here. Nowhere safe to answer: dropped, counted.
             self.stats.drop(DropReason.MALFORMED)
             return []
+
+    def on_framing_error(
+        self, error: SipParseError, src: Endpoint, local: Endpoint, now: float, size: int
+    ) -> None:
+        """A stream from ``src`` carried bytes that cannot be framed (the adapter closes the
+        connection): the engine sees a malformed message, as ``analyze`` does for a capture,
+        so repeat offenders are found and banned. Nothing is forwarded or answered."""
+        self.stats.received += 1
+        obs = Observation(now, 0, src, local, None, error, size)
+        findings = self._observe(obs, now, judged=True)
+        if findings is not None:
+            self._judge(obs, now, findings, b"")
+            self.stats.drop(DropReason.MALFORMED)
 
     def _route(
         self,
@@ -473,18 +486,21 @@ class StatelessProxy:
         except ValueError:
             self.stats.drop(DropReason.NO_ROUTE)
             return []
-        transport = (uri.param("transport") or "udp").lower()
+        transport = _uri_transport(uri.scheme, uri.param("transport"))
         ip = _ip_literal(uri.host)
-        if uri.scheme != "sip" or transport != "udp" or ip is None:
+        if transport is None or ip is None:
             self.stats.drop(DropReason.NO_ROUTE)
             return []
-        dest = Endpoint(ip, uri.port or 5060, Transport.UDP)
+        default_port = 5061 if transport is Transport.TLS else 5060
+        dest = Endpoint(ip, uri.port or default_port, transport)
         version = ipaddress.ip_address(ip).version
+        # Out of a listen endpoint of the same transport and IP version (the flow to a client
+        # over TCP/TLS is the connection it opened to that endpoint).
         index = next(
             (
                 i
                 for i, ep in enumerate(self.config.listen)
-                if ipaddress.ip_address(ep.ip).version == version
+                if ep.transport is transport and ipaddress.ip_address(ep.ip).version == version
             ),
             None,
         )
@@ -521,23 +537,39 @@ class StatelessProxy:
         if not from_upstream:
             self.stats.forwarded_responses += 1
             return [Send(out.raw, self.config.upstream, self.config.upstream_local)]
-        dest = _response_destination(next_hop)
+        local = self.config.listen[index]
+        dest = _response_destination(next_hop, local.transport)
         if dest is None:
             self.stats.drop(DropReason.NO_ROUTE)
             return []
         data = out.raw if self.outgoing is None else self.outgoing(out).raw
         self.stats.forwarded_responses += 1
-        return [Send(data, dest, self.config.listen[index])]
+        return [Send(data, dest, local)]
 
 
-def _response_destination(hop: Via) -> Endpoint | None:
-    """RFC 3261 §18.2.2 / RFC 3581 §4: received and rport when present, else the sent-by."""
+def _response_destination(hop: Via, transport: Transport) -> Endpoint | None:
+    """RFC 3261 §18.2.2 / RFC 3581 §4: received and rport when present, else the sent-by.
+    The response leaves over ``transport``, the one its request came in on (the listen endpoint
+    named in our branch): over TCP/TLS that is the client's connection, which ``rport``
+    names (:func:`_mark_received` always records it for streams)."""
     ip = _ip_literal(hop.received or hop.host)
-    if ip is None or hop.transport != "UDP":
+    if ip is None or hop.transport.lower() != transport.value:
         return None
     rport = hop.rport
-    port = int(rport) if rport and rport.isdigit() else (hop.port or 5060)
-    return Endpoint(ip, port, Transport.UDP)
+    default = 5061 if transport is Transport.TLS else 5060
+    port = int(rport) if rport and rport.isdigit() else (hop.port or default)
+    return Endpoint(ip, port, transport)
+
+
+def _uri_transport(scheme: str, param: str | None) -> Transport | None:
+    """How to reach a SIP URI (RFC 3261 §19.1.2, §26.2): sips → TLS; else its ``transport``
+    parameter, UDP when absent. None for what the gateway does not speak (SCTP, WS)."""
+    if scheme == "sips":
+        return Transport.TLS if param is None or param.lower() in ("tcp", "tls") else None
+    if scheme != "sip":
+        return None
+    name = (param or "udp").lower()
+    return {"udp": Transport.UDP, "tcp": Transport.TCP, "tls": Transport.TLS}.get(name)
 
 
 def _mark_received(hop: Via, src: Endpoint) -> str | None:
@@ -546,7 +578,9 @@ def _mark_received(hop: Via, src: Endpoint) -> str | None:
     received always); None when the hop needs no change. A ``received`` the sender wrote
     itself is always replaced: responses go to it, so keeping it would let a client aim the
     upstream's answers at a third party (reflection)."""
-    asked_rport = hop.rport is not None
+    # Over TCP/TLS the response must find the client's connection, named by its source port
+    # (RFC 3261 §18.2.2), not by the port in its Via: rport is recorded as if asked.
+    asked_rport = hop.rport is not None or src.transport is not Transport.UDP
     direct = hop.host == src.ip or _ip_literal(hop.host) == src.ip
     if not asked_rport and direct and hop.received is None:
         return None

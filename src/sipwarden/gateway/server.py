@@ -32,6 +32,7 @@ import os
 import signal
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,8 +48,16 @@ from sipwarden.gateway.proxy import (
     Send,
     StatelessProxy,
 )
+from sipwarden.gateway.streams import (
+    StreamConnection,
+    UpstreamStream,
+    endpoint_of,
+    server_context,
+)
+from sipwarden.gateway.verdict import DropReason
 from sipwarden.net import Endpoint, Transport, parse_host_port
 from sipwarden.observability import GatewayMetrics, MetricsServer, StateHolder, serve_metrics
+from sipwarden.sip import SipParseError
 
 __all__ = ["RECV_MAX", "GatewayServer", "StreamOptions", "TlsOptions", "parse_address"]
 
@@ -86,17 +95,25 @@ class StreamOptions:
     #: Most concurrent connections from the untrusted side (Kamailio ``tcp_max_connections``
     #: 2048); above it new ones are closed at once and counted.
     max_connections: int = 2048
-    #: A TLS handshake (and the first byte of a TCP connection) must complete within this.
+    #: Most concurrent connections from one source IP (a NAT shares one IP among many phones;
+    #: one attacker must not take every slot).
+    max_connections_per_source: int = 64
+    #: A TLS handshake, and the first SIP message (or keep-alive) of a connection, must
+    #: complete within this (slowloris).
     handshake_timeout_s: float = 5.0
 
 
+_TRANSPORTS = {"udp": Transport.UDP, "tcp": Transport.TCP, "tls": Transport.TLS}
+
+
 def parse_address(text: str) -> Endpoint:
-    """``udp:IP:PORT`` or ``udp:[IPv6]:PORT`` → Endpoint; InputError naming the text otherwise."""
+    """``udp|tcp|tls:IP:PORT`` (IPv6 in brackets) → Endpoint; InputError naming the text."""
     scheme, sep, rest = text.partition(":")
-    if not sep or scheme.lower() != "udp":
-        raise InputError(text, "expected udp:IP:PORT or udp:[IPv6]:PORT (only UDP for now)")
-    ip, port = parse_host_port(rest, scheme="udp:", source=text)
-    return Endpoint(ip, port, Transport.UDP)
+    transport = _TRANSPORTS.get(scheme.lower()) if sep else None
+    if transport is None:
+        raise InputError(text, "expected udp:IP:PORT, tcp:IP:PORT or tls:IP:PORT (IPv6 in [])")
+    ip, port = parse_host_port(rest, scheme=f"{transport}:", source=text)
+    return Endpoint(ip, port, transport)
 
 
 def _endpoint(addr: Any) -> Endpoint:
@@ -178,62 +195,125 @@ class GatewayServer:
         self._tick_failing = False
         self._bound: dict[Endpoint, _Bound] = {}
         self._up_side: _Side | None = None
+        self._listen_bound: list[Endpoint] = []
+        self._listeners: list[asyncio.Server] = []
+        self._up_stream: UpstreamStream | None = None
+        #: Open TCP/TLS connections from the untrusted side, by (listen endpoint, peer IP,
+        #: peer port), and how many each source IP holds.
+        self._conns: dict[tuple[Endpoint, str, int], StreamConnection] = {}
+        self._per_source: Counter[str] = Counter()
+        #: Framed stream messages read, by side.
+        self.stream_received: Counter[str] = Counter()
+        #: Connections refused on accept, and closed by the gateway, by reason.
+        self.connections_refused: Counter[str] = Counter()
+        self.connections_closed: Counter[str] = Counter()
         self._stop: asyncio.Event | None = None
 
     # -- sockets -------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Bind every socket and build the proxy; InputError when one cannot be bound."""
-        loop = asyncio.get_running_loop()
+        """Bind every socket, reach the upstream and build the proxy; InputError when one
+        cannot be bound or reached (or a TLS certificate cannot be loaded)."""
         try:
-            for endpoint in self.listen:
-                side = _Side(self)
-                try:
-                    transport, _ = await loop.create_datagram_endpoint(
-                        lambda side=side: side,  # type: ignore[misc]
-                        local_addr=(endpoint.ip, endpoint.port),
-                        family=_family(endpoint),
-                        reuse_port=self.reuse_port or None,
-                    )
-                except OSError as exc:
-                    raise InputError(
-                        _text(endpoint), f"cannot listen: {exc.strerror or exc}"
-                    ) from exc
-                side.local = _bound_endpoint(transport)
-                self._sides.append(side)
-                self._add(side.local, transport, connected=False)
-            up_side = _Side(self)
-            try:
-                up_transport, _ = await loop.create_datagram_endpoint(
-                    lambda: up_side,
-                    remote_addr=(self.upstream.ip, self.upstream.port),
-                    family=_family(self.upstream),
-                )
-            except OSError as exc:
-                raise InputError(
-                    _text(self.upstream), f"cannot reach the upstream: {exc.strerror or exc}"
-                ) from exc
-            up_side.local = _bound_endpoint(up_transport)
-            self._sides.append(up_side)
-            self._add(up_side.local, up_transport, connected=True)
+            listen = [await self._listen_on(endpoint) for endpoint in self.listen]
+            upstream_local = await self._reach_upstream()
             if self.metrics is not None and self.metrics_address is not None:
                 host, port = self.metrics_address
                 self.metrics_server = await serve_metrics(self.metrics, host, port)
         except BaseException:
             self.close()
             raise
+        self._listen_bound = listen
         config = ProxyConfig(
-            listen=tuple(ep for ep, b in self._bound.items() if not b.connected),
+            listen=tuple(listen),
             upstream=self.upstream,
-            upstream_local=up_side.local,
+            upstream_local=upstream_local,
             secret=self.secret,
             fail_open=self.fail_open,
         )
         self.proxy = StatelessProxy(config, self.engine, self.policy, self.outgoing)
-        self._up_side = up_side
         if self.metrics is not None:
-            self._attach_metrics(self.metrics, up_side)
+            self._attach_metrics(self.metrics)
 
-    def _attach_metrics(self, metrics: GatewayMetrics, up_side: _Side) -> None:
+    async def _listen_on(self, endpoint: Endpoint) -> Endpoint:
+        loop = asyncio.get_running_loop()
+        reuse_port = self.reuse_port or None
+        try:
+            if endpoint.transport is Transport.UDP:
+                side = _Side(self)
+                transport, _ = await loop.create_datagram_endpoint(
+                    lambda: side,
+                    local_addr=(endpoint.ip, endpoint.port),
+                    family=_family(endpoint),
+                    reuse_port=reuse_port,
+                )
+                side.local = _bound_endpoint(transport)
+                self._sides.append(side)
+                self._add(side.local, transport, connected=False)
+                return side.local
+            context = (
+                server_context(self.tls, _text(endpoint))
+                if endpoint.transport is Transport.TLS
+                else None
+            )
+            local_box: list[Endpoint] = []
+            server = await loop.create_server(
+                lambda: self._connection(local_box[0]),
+                endpoint.ip,
+                endpoint.port,
+                family=_family(endpoint),
+                reuse_port=reuse_port,
+                ssl=context,
+                ssl_handshake_timeout=self.streams.handshake_timeout_s if context else None,
+                backlog=min(self.streams.max_connections, 4096),
+            )
+        except OSError as exc:
+            raise InputError(_text(endpoint), f"cannot listen: {exc.strerror or exc}") from exc
+        bound = endpoint_of(server.sockets[0].getsockname(), endpoint.transport)
+        local_box.append(bound)
+        self._listeners.append(server)
+        return bound
+
+    async def _reach_upstream(self) -> Endpoint:
+        if self.upstream.transport is not Transport.UDP:
+            self._up_stream = UpstreamStream(
+                self.upstream,
+                self._on_stream_message,
+                self._on_framing_error,
+                self.tls,
+                self.streams.handshake_timeout_s,
+                time.monotonic,
+            )
+            return await self._up_stream.open()
+        loop = asyncio.get_running_loop()
+        up_side = _Side(self)
+        try:
+            up_transport, _ = await loop.create_datagram_endpoint(
+                lambda: up_side,
+                remote_addr=(self.upstream.ip, self.upstream.port),
+                family=_family(self.upstream),
+            )
+        except OSError as exc:
+            raise InputError(
+                _text(self.upstream), f"cannot reach the upstream: {exc.strerror or exc}"
+            ) from exc
+        assert up_side.local is None
+        up_side.local = _bound_endpoint(up_transport)
+        self._sides.append(up_side)
+        self._add(up_side.local, up_transport, connected=True)
+        self._up_side = up_side
+        return up_side.local
+
+    def _connection(self, local: Endpoint) -> StreamConnection:
+        return StreamConnection(
+            local,
+            self._on_stream_message,
+            self._on_framing_error,
+            self._admit,
+            self._forget,
+            time.monotonic,
+        )
+
+    def _attach_metrics(self, metrics: GatewayMetrics) -> None:
         # Read at scrape time: the proxy's own counters, nothing counted twice.
         state: dict[str, StateHolder] = {}
         if self.engine is not None:
@@ -244,13 +324,27 @@ class GatewayServer:
             state["blocklist"] = self.policy.store
         metrics.attach(
             stats=lambda: self.proxy.stats if self.proxy is not None else None,
-            received=lambda: {
-                "outside": sum(s.received for s in self._sides if s is not up_side),
-                "upstream": up_side.received,
-            },
+            received=self.received_counts,
             errors=lambda: {"socket": self.socket_errors, "internal": self.internal_errors},
             state=state,
         )
+
+    def received_counts(self) -> dict[str, int]:
+        """Messages read, by side (datagrams and framed stream messages)."""
+        up = self._up_side
+        return {
+            "outside": sum(s.received for s in self._sides if s is not up)
+            + self.stream_received["outside"],
+            "upstream": (up.received if up is not None else 0) + self.stream_received["upstream"],
+        }
+
+    def connection_counts(self) -> dict[str, int]:
+        """Open TCP/TLS connections, by side."""
+        up = self._up_stream
+        return {
+            "outside": len(self._conns),
+            "upstream": int(up is not None and up.connection is not None),
+        }
 
     @property
     def metrics_port(self) -> int | None:
@@ -268,13 +362,76 @@ class GatewayServer:
     @property
     def local_endpoints(self) -> list[Endpoint]:
         """Where the listen sockets are bound (ports resolved when 0 was asked)."""
-        return [ep for ep, bound in self._bound.items() if not bound.connected]
+        return list(self._listen_bound)
 
     def close(self) -> None:
         for bound in self._bound.values():
             bound.transport.close()
+        for listener in self._listeners:
+            listener.close()
+        for conn in list(self._conns.values()):
+            conn.close("shutdown")
+        if self._up_stream is not None:
+            self._up_stream.close()
         if self.metrics_server is not None:
             self.metrics_server.close()
+
+    # -- connections ---------------------------------------------------------------------------
+    def _admit(self, conn: StreamConnection) -> bool:
+        """Whether a new connection from the untrusted side may stay (bounds, blocklist)."""
+        peer = conn.peer
+        assert peer is not None
+        is_blocked = getattr(self.policy, "is_blocked", None)
+        if callable(is_blocked) and is_blocked(peer.ip, time.time()):
+            reason = "blocklisted"
+        elif len(self._conns) >= self.streams.max_connections:
+            reason = "max_connections"
+        elif self._per_source[peer.ip] >= self.streams.max_connections_per_source:
+            reason = "max_connections_per_source"
+        else:
+            self._conns[(conn.local, peer.ip, peer.port)] = conn
+            self._per_source[peer.ip] += 1
+            return True
+        self.connections_refused[reason] += 1
+        return False
+
+    def _forget(self, conn: StreamConnection) -> None:
+        peer = conn.peer
+        assert peer is not None
+        if self._conns.get((conn.local, peer.ip, peer.port)) is conn:
+            del self._conns[(conn.local, peer.ip, peer.port)]
+            left = self._per_source[peer.ip] - 1
+            if left > 0:
+                self._per_source[peer.ip] = left
+            else:
+                del self._per_source[peer.ip]
+        if conn.closed_by_us is not None:
+            self.connections_closed[conn.closed_by_us] += 1
+
+    def _sweep(self, now: float) -> None:
+        """Close idle connections, and those that said nothing SIP in time (slowloris)."""
+        idle, silent = self.streams.idle_timeout_s, self.streams.handshake_timeout_s
+        for conn in list(self._conns.values()):
+            if now - conn.last_active > idle:
+                conn.close("idle")
+            elif not conn.spoke and now - conn.opened > silent:
+                conn.close("silent")
+
+    def _on_stream_message(self, data: bytes, src: Endpoint, local: Endpoint) -> None:
+        side = "upstream" if src == self.upstream else "outside"
+        self.stream_received[side] += 1
+        self.on_datagram(data, src, local)
+
+    def _on_framing_error(
+        self, error: SipParseError, src: Endpoint, local: Endpoint, size: int
+    ) -> None:
+        if self.proxy is None:
+            return
+        try:
+            self.proxy.on_framing_error(error, src, local, time.time(), size)
+        except Exception:
+            self.internal_errors += 1
+            log.exception("proxy core raised on a framing error from %s", src)
 
     # -- traffic -------------------------------------------------------------------------------
     def on_datagram(self, data: bytes, src: Endpoint, local: Endpoint) -> None:
@@ -293,13 +450,29 @@ class GatewayServer:
             self.metrics.latency.observe(time.perf_counter() - started)
 
     def _send(self, action: Send) -> None:
-        bound = self._bound.get(action.local)
-        if bound is None:
+        local = action.local
+        if local.transport is Transport.UDP:
+            bound = self._bound.get(local)
+            if bound is None:
+                return
+            if bound.connected:
+                bound.transport.sendto(action.data)
+            else:
+                bound.transport.sendto(action.data, (action.dest.ip, action.dest.port))
             return
-        if bound.connected:
-            bound.transport.sendto(action.data)
-        else:
-            bound.transport.sendto(action.data, (action.dest.ip, action.dest.port))
+        if self._up_stream is not None and action.dest == self.upstream:
+            if not self._up_stream.send(action.data):
+                self._undelivered()
+            return
+        conn = self._conns.get((local, action.dest.ip, action.dest.port))
+        if conn is None or not conn.write(action.data):
+            self._undelivered()
+
+    def _undelivered(self) -> None:
+        """A message for a connection that is gone (or a peer that stopped reading): the
+        proxy counted it forwarded; it is counted again as dropped, no route."""
+        if self.proxy is not None:
+            self.proxy.stats.drop(DropReason.NO_ROUTE)
 
     def reconfigure(
         self,
@@ -323,8 +496,8 @@ class GatewayServer:
                 self.proxy.policy = policy
             if outgoing is not None:
                 self.proxy.outgoing = outgoing
-        if self.metrics is not None and self.proxy is not None and self._up_side is not None:
-            self._attach_metrics(self.metrics, self._up_side)
+        if self.metrics is not None and self.proxy is not None:
+            self._attach_metrics(self.metrics)
 
     def _reload(self) -> None:
         if self.on_reload is None:
@@ -374,6 +547,7 @@ class GatewayServer:
         while True:
             await asyncio.sleep(ADVANCE_EVERY_S)
             now = time.time()
+            self._sweep(time.monotonic())
             if self.proxy is not None:
                 try:
                     self.proxy.advance(now)
@@ -425,4 +599,4 @@ def _bound_endpoint(transport: asyncio.BaseTransport) -> Endpoint:
 
 def _text(endpoint: Endpoint) -> str:
     host = f"[{endpoint.ip}]" if ":" in endpoint.ip else endpoint.ip
-    return f"udp:{host}:{endpoint.port}"
+    return f"{endpoint.transport}:{host}:{endpoint.port}"
