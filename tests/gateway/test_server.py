@@ -12,7 +12,7 @@ import pytest
 
 from sipwarden.detect import DETECTORS, Engine
 from sipwarden.errors import InputError
-from sipwarden.gateway.server import RECV_MAX, GatewayServer, parse_address
+from sipwarden.gateway.server import GatewayServer, parse_address
 from sipwarden.net import Endpoint
 from sipwarden.sip import Request, Response, parse_message
 from tests.gateway import run_cli
@@ -96,16 +96,56 @@ def test_round_trip_through_real_sockets(family: socket.AddressFamily) -> None:
     asyncio.run(scenario())
 
 
-def test_receive_buffer_is_lowered_from_256_kib() -> None:
-    async def scenario() -> list[int]:
-        server = GatewayServer([Endpoint("127.0.0.1", 0)], Endpoint("127.0.0.1", 9))
-        await server.start()
-        try:
-            return [getattr(b.transport, "max_size", RECV_MAX) for b in server._bound.values()]
-        finally:
-            server.close()
+def test_flood_is_shed_and_trusted_peers_keep_their_lane() -> None:
+    """More datagrams than the backlog holds arrive at once: the untrusted surplus is shed
+    (counted as dropped ``overload``) while every trusted peer's request is inspected and
+    forwarded."""
+    from sipwarden.gateway.enforcer import Enforcer
+    from sipwarden.gateway.policy import Policy, PolicyConfig
+    from sipwarden.gateway.verdict import DropReason
 
-    assert asyncio.run(scenario()) == [RECV_MAX, RECV_MAX]
+    policy = Enforcer(Policy(PolicyConfig(trusted_peers=("127.0.0.1/32",))))
+
+    async def scenario() -> None:
+        upstream = udp()
+        up = Endpoint("127.0.0.1", upstream.getsockname()[1])
+        server = GatewayServer([Endpoint("127.0.0.1", 0)], up, policy=policy)
+        server.max_backlog = 4
+        await server.start()
+        task = asyncio.create_task(server.run())
+        flood = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        flood.bind(("127.0.0.2", 0))
+        trusted = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        trusted.bind(("127.0.0.1", 0))
+        try:
+            dest = ("127.0.0.1", server.local_endpoints[0].port)
+            fport, tport = flood.getsockname()[1], trusted.getsockname()[1]
+            # Sent without yielding to the loop: all queued in the socket before one is read.
+            for n in range(150):
+                flood.sendto(options(fport, f"z9hG4bKfl{n}"), dest)
+                if n % 30 == 0:
+                    trusted.sendto(options(tport, f"z9hG4bKtr{n}"), dest)
+            forwarded = []
+            while True:
+                try:
+                    data, _ = await recv(upstream, timeout=1.0)
+                except TimeoutError:
+                    break
+                forwarded.append(data)
+            assert server.proxy is not None
+            stats = server.proxy.stats
+            branches = [parse_message(d).via[1].branch or "" for d in forwarded]  # type: ignore[union-attr]
+            assert sum(b.startswith("z9hG4bKtr") for b in branches) == 5
+            assert server.shed > 0
+            assert stats.dropped[DropReason.OVERLOAD] == server.shed
+            assert stats.received == 155
+        finally:
+            server.stop()
+            await asyncio.wait_for(task, 5)
+            for sock in (upstream, flood, trusted):
+                sock.close()
+
+    asyncio.run(scenario())
 
 
 @pytest.mark.parametrize(
