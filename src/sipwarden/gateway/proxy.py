@@ -1,7 +1,14 @@
 """The sans-IO stateless proxy core (RFC 3261 §16.11) of ``sipwarden gateway``.
 
-Bytes in, actions out: :meth:`StatelessProxy.on_datagram` takes one datagram, the endpoint it
-came from, the local endpoint it arrived on and the time, and returns the datagrams to send.
+Bytes in, actions out: :meth:`StatelessProxy.on_datagram` takes one message (a UDP datagram,
+or one framed from a TCP/TLS stream), the endpoint it came from, the local endpoint it arrived
+on (each carries its transport) and the time, and returns the messages to send.
+
+Transports: our Via names the transport of the side it is written for, so a request that came
+in over TLS leaves toward a UDP core with ``SIP/2.0/UDP`` on top (transport conversion), and
+its answer goes back over TLS. For a client on TCP/TLS the packet's source port is recorded as
+``rport`` even when the client did not ask (RFC 3581): it names the client's connection, over
+which the answer must go (RFC 3261 §18.2.2); the adapter finds the connection by it.
 No sockets, no clock, no asyncio: the adapter (``gateway/server.py``) owns those, and a test or
 a pcap replay drives this exact code.
 
@@ -16,10 +23,12 @@ endpoint (``upstream_local``) that talks only to ``upstream`` (the operator's SB
   popped and the response sent to the next Via (``received``/``rport`` when present, else the
   sent-by), out of the listen endpoint the request came in on.
 - A request from the upstream (an in-dialog BYE, a NOTIFY to a registered contact) goes to its
-  Request-URI host:port. Decision for this slice: the gateway does not Record-Route, so Route
-  sets toward clients are the core's business; the Request-URI must be an IP literal (no DNS in
-  a sans-IO core) over UDP, else ``NO_ROUTE``. Only the upstream can make the gateway send a
-  request, so it is never an open relay for the untrusted side.
+  Request-URI host:port over the URI's transport (``sips:`` or ``;transport=tls`` → TLS,
+  ``;transport=tcp`` → TCP, else UDP), out of a listen endpoint of that transport and IP
+  version. Decision for this slice: the gateway does not Record-Route, so Route sets toward
+  clients are the core's business; the Request-URI must be an IP literal (no DNS in a sans-IO
+  core), else ``NO_ROUTE``. Only the upstream can make the gateway send a request, so it is
+  never an open relay for the untrusted side.
 - A response from the untrusted side (to such a request) must carry our Via; it goes to the
   upstream only.
 
@@ -75,6 +84,7 @@ from sipwarden.sip.serialize import (
     decrement_max_forwards_edit,
     pop_via,
     push_via_edit,
+    splice,
 )
 
 __all__ = [
@@ -478,7 +488,7 @@ class StatelessProxy:
         our_via = self._via(self.config.upstream_local, self.branch(top, request, index, received))
         out = _forwarded(request, our_via, marked)
         self.stats.forwarded_requests += 1
-        return [Send(out.raw, self.config.upstream, self.config.upstream_local)]
+        return [Send(out, self.config.upstream, self.config.upstream_local)]
 
     def _request_downstream(self, request: Request) -> list[Send]:
         try:
@@ -596,9 +606,9 @@ def _mark_received(hop: Via, src: Endpoint) -> str | None:
     return f"{hop.protocol}/{hop.version}/{hop.transport} {hop.sent_by}{text}"
 
 
-def _forwarded(request: Request, our_via: str, marked: str | None) -> Request:
+def _forwarded(request: Request, our_via: str, marked: str | None) -> bytes:
     """Our Via on top, the client's top hop replaced by ``marked`` (when given) and
-    Max-Forwards decremented - one splice, so the request is re-parsed once, not three times.
+    Max-Forwards decremented - spliced into bytes, not parsed again (nothing here reads it).
     The top Via field (folded lines included) is rewritten whole: the bytes from its start to
     the next field's start; other hops on its line are kept."""
     first = request.headers.indices("via")[0]
@@ -611,9 +621,9 @@ def _forwarded(request: Request, our_via: str, marked: str | None) -> Request:
     push = push_via_edit(request, our_via)
     edits = [decrement_max_forwards_edit(request)]
     if marked is None:
-        return apply_edits(request, [push, *edits])
+        return splice(request.raw, [push, *edits])
     end = push.start + request.field_offset(first + 1) - request.field_offset(first)
     sep = "\r\n" if request.raw[end - 2 : end] == b"\r\n" else "\n"
     hops = ", ".join([marked, *split_commas(fields[first][2])[1:]])
     line = f"Via: {hops}{sep}".encode("utf-8", "surrogateescape")
-    return apply_edits(request, [Edit(push.start, end, push.data + line), *edits])
+    return splice(request.raw, [Edit(push.start, end, push.data + line), *edits])

@@ -27,6 +27,7 @@ __all__ = [
     "push_via",
     "remove_header",
     "replace_header",
+    "splice",
     "to_bytes",
 ]
 
@@ -70,9 +71,9 @@ def _encode(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
 
-def apply_edits(msg: M, edits: list[Edit], limits: ParseLimits = DEFAULT_LIMITS) -> M:
-    """Apply non-overlapping splices to ``msg.raw`` and parse the result."""
-    raw = msg.raw
+def splice(raw: bytes, edits: list[Edit]) -> bytes:
+    """``raw`` with non-overlapping splices applied, not parsed again: for a message that is
+    only sent on (a proxy forwarding), where re-parsing would cost as much as the first parse."""
     out: list[bytes] = []
     pos = 0
     for edit in sorted(edits, key=lambda e: (e.start, e.end)):
@@ -82,7 +83,12 @@ def apply_edits(msg: M, edits: list[Edit], limits: ParseLimits = DEFAULT_LIMITS)
         out.append(edit.data)
         pos = edit.end
     out.append(raw[pos:])
-    result = parse_message(b"".join(out), limits)
+    return b"".join(out)
+
+
+def apply_edits(msg: M, edits: list[Edit], limits: ParseLimits = DEFAULT_LIMITS) -> M:
+    """Apply non-overlapping splices to ``msg.raw`` and parse the result."""
+    result = parse_message(splice(msg.raw, edits), limits)
     if type(result) is not type(msg):
         raise ValueError("edit changed the kind of message")
     return result
