@@ -3,6 +3,7 @@ rejections and the engine/policy hooks (RFC 3261 §16.11, §18.2, RFC 3581)."""
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 
 import pytest
@@ -14,10 +15,12 @@ from sipwarden.detect.finding import Finding
 from sipwarden.detect.observation import Observation
 from sipwarden.gateway.proxy import (
     BRANCH_PREFIX,
+    STUN_COOKIE,
     ProxyConfig,
     Send,
     StatelessProxy,
     build_response,
+    stun_binding_response,
 )
 from sipwarden.gateway.verdict import Drop, DropReason, Reject, Tarpit, Verdict
 from sipwarden.net import Endpoint
@@ -647,3 +650,46 @@ def test_spoofed_trusted_peer_is_never_banned_and_spoofed_flood_bans_are_bounded
         proxy.on_datagram(scanner_options(i), src, LISTEN, NOW + 10)
     assert len(store.list(NOW + 10)) <= 10
     assert enforcer.bans_refused + store.evictions() >= 40
+
+
+def stun_request(transaction: bytes = b"t" * 12) -> bytes:
+    return b"\x00\x01\x00\x00" + STUN_COOKIE + transaction
+
+
+def test_stun_keepalive_answered_only_on_a_known_flow_and_at_most_once_a_second() -> None:
+    """RFC 5626 §4.4.2 over UDP: a flow that sent a request gets a Binding response naming
+    its address (XOR-MAPPED-ADDRESS, RFC 5389 §15.2); an unknown source gets nothing (the
+    answer is larger than the request: no amplifier for spoofed sources)."""
+    proxy = StatelessProxy(config())
+    assert proxy.on_datagram(stun_request(), CLIENT, LISTEN, NOW) == []
+    assert proxy.stats.dropped[DropReason.NO_ROUTE] == 1
+    forward(proxy, request())
+    [send] = proxy.on_datagram(stun_request(), CLIENT, LISTEN, NOW + 30)
+    assert send.dest == CLIENT and send.local == LISTEN
+    answer = send.data
+    assert answer[:2] == b"\x01\x01" and answer[4:20] == STUN_COOKIE + b"t" * 12
+    attr = answer[20:]
+    assert attr[:2] == b"\x00\x20" and attr[5] == 1
+    port = int.from_bytes(attr[6:8], "big") ^ 0x2112
+    ip = bytes(a ^ b for a, b in zip(attr[8:12], STUN_COOKIE, strict=True))
+    assert (ipaddress.ip_address(ip), port) == (ipaddress.ip_address(CLIENT.ip), CLIENT.port)
+    assert proxy.on_datagram(stun_request(), CLIENT, LISTEN, NOW + 30.5) == []
+    assert len(proxy.on_datagram(stun_request(), CLIENT, LISTEN, NOW + 32)) == 1
+    assert proxy.stats.keepalives_answered == 2
+    assert proxy.state_size() == 1
+    # The flow is forgotten flow_ttl_s after its last request.
+    assert proxy.on_datagram(stun_request(), CLIENT, LISTEN, NOW + 400) == []
+
+
+def test_stun_response_for_ipv6_and_refusals() -> None:
+    src = Endpoint("2001:db8::5", 5062)
+    transaction = bytes(range(12))
+    answer = stun_binding_response(stun_request(transaction), src)
+    assert answer is not None and answer[25] == 2
+    key = STUN_COOKIE + transaction
+    ip = bytes(a ^ b for a, b in zip(answer[28:44], key, strict=True))
+    assert ipaddress.ip_address(ip) == ipaddress.ip_address(src.ip)
+    # Not a Binding request, a length that lies, a response: no answer.
+    assert stun_binding_response(b"\x01\x01\x00\x00" + STUN_COOKIE + transaction, src) is None
+    assert stun_binding_response(b"\x00\x01\x00\x08" + STUN_COOKIE + transaction, src) is None
+    assert stun_binding_response(b"\x00\x01\x00\x00" + STUN_COOKIE[:3], src) is None

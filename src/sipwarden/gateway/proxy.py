@@ -56,6 +56,10 @@ blocklist fed by the bans the policy orders). Messages leaving toward the untrus
 through the ``outgoing`` edit (``gateway/sanitize.py``). Every message that is not forwarded is
 counted once, under its :class:`~sipwarden.gateway.verdict.DropReason`.
 
+Keep-alives: a CRLF over UDP is ignored; a STUN Binding request (RFC 5626 §4.4.2) is answered
+for a flow that recently sent a request we forwarded, at most once a second (the answer is
+larger than the request); over TCP/TLS the adapter answers the CRLF CRLF ping.
+
 Rejections go to the packet's source address (not the Via), so a spoofed Via cannot turn the
 gateway into a reflector. ACKs are never answered. For UDP a ``Tarpit`` verdict is a silent drop:
 nothing would be sent either way and holding a datagram costs memory, not the scanner's time.
@@ -73,6 +77,7 @@ from typing import NamedTuple
 from sipwarden.detect.engine import Engine
 from sipwarden.detect.finding import Finding
 from sipwarden.detect.observation import Observation
+from sipwarden.detect.tables import TtlMap
 from sipwarden.gateway.verdict import Drop, DropReason, Forward, Reject, Tarpit, Verdict
 from sipwarden.net import Endpoint, Transport
 from sipwarden.sip import Request, Response, SipParseError, Via, parse_message
@@ -96,6 +101,7 @@ __all__ = [
     "Send",
     "StatelessProxy",
     "build_response",
+    "stun_binding_response",
 ]
 
 #: An edit of messages leaving toward the untrusted side (gateway/sanitize.py
@@ -152,6 +158,11 @@ class ProxyConfig:
     #: When the engine or the policy raises: forward anyway (True) or drop (False, the default:
     #: a firewall that fails open is bypassed by whoever finds the crashing input).
     fail_open: bool = False
+    #: UDP flows (source address and port of a request forwarded) whose RFC 5626 §4.4.2 STUN
+    #: keep-alives are answered, and for how long after their last request: a registration
+    #: refreshes well within 300 s (RFC 5626 §4.4.1: keep-alives every 95-120 s).
+    max_flows: int = 100_000
+    flow_ttl_s: float = 300.0
 
 
 @dataclass
@@ -169,6 +180,8 @@ class ProxyStats:
     answers_suppressed: int = 0
     #: Answers sent, by (status, reason).
     rejected: Counter[tuple[int, DropReason]] = field(default_factory=Counter)
+    #: STUN keep-alives (RFC 5626 §4.4.2) answered with a Binding response.
+    keepalives_answered: int = 0
     dropped: Counter[DropReason] = field(default_factory=Counter)
 
     def drop(self, reason: DropReason) -> None:
@@ -258,6 +271,8 @@ class StatelessProxy:
         self.outgoing = outgoing
         self.stats = ProxyStats()
         self._listen_index = {ep: i for i, ep in enumerate(config.listen)}
+        #: UDP flows that may be kept alive: (ip, port) -> when their last STUN answer went.
+        self._flows: TtlMap[tuple[str, int], float] = TtlMap(config.max_flows, config.flow_ttl_s)
         self._own = {
             (_host(ep.ip).lower(), ep.port) for ep in (*config.listen, config.upstream_local)
         }
@@ -332,6 +347,8 @@ class StatelessProxy:
             return []
         if data.strip(b"\r\n") == b"":
             return []  # RFC 5626 §4.4.1 keep-alive (CRLF): nothing to do over UDP
+        if data[4:8] == STUN_COOKIE and not from_upstream:
+            return self._stun(data, src, local, now)
         try:
             message: Request | Response | None = parse_message(data)
             error: SipParseError | None = None
@@ -362,6 +379,29 @@ class StatelessProxy:
             self._judge(obs, now, findings, b"")
             self.stats.drop(DropReason.MALFORMED)
 
+    def _stun(self, data: bytes, src: Endpoint, local: Endpoint, now: float) -> list[Send]:
+        """RFC 5626 §4.4.2: a STUN Binding request on a UDP flow gets a Binding response
+        (RFC 5389) saying where the flow comes from. Answered only for a flow that sent a
+        request we forwarded within ``flow_ttl_s``, and at most once a second per flow: the
+        answer (32 or 44 bytes) is larger than the request (20), so an open answer would be
+        an amplifier for spoofed sources."""
+        flow = (src.ip, src.port)
+        last = self._flows.get(flow, now)
+        answer = None if last is None or now - last < 1.0 else stun_binding_response(data, src)
+        if answer is None:
+            self.stats.drop(DropReason.NO_ROUTE)
+            return []
+        self._flows.set(flow, now, now)
+        self.stats.keepalives_answered += 1
+        return [Send(answer, src, local)]
+
+    def state_size(self) -> int:
+        """Entries in the proxy's own table (UDP flows kept alive)."""
+        return self._flows.state_size()
+
+    def evictions(self) -> int:
+        return self._flows.evictions
+
     def _route(
         self,
         obs: Observation,
@@ -384,7 +424,7 @@ class StatelessProxy:
             return self._response(message, local, from_upstream)
         if from_upstream:
             return self._request_downstream(message)
-        return self._request_upstream(message, src, local)
+        return self._request_upstream(message, src, local, obs.ts)
 
     def _observe(self, obs: Observation, now: float, judged: bool) -> list[Finding] | None:
         """Feed the engine; the findings this message raised or extended. None = fail closed
@@ -472,7 +512,9 @@ class StatelessProxy:
                 return True
         return False
 
-    def _request_upstream(self, request: Request, src: Endpoint, local: Endpoint) -> list[Send]:
+    def _request_upstream(
+        self, request: Request, src: Endpoint, local: Endpoint, now: float
+    ) -> list[Send]:
         vias = request.via
         if not vias:
             self.stats.drop(DropReason.MALFORMED)
@@ -487,6 +529,10 @@ class StatelessProxy:
         received = src.ip if marked is not None else top.received
         our_via = self._via(self.config.upstream_local, self.branch(top, request, index, received))
         out = _forwarded(request, our_via, marked)
+        if src.transport is Transport.UDP:
+            flow = (src.ip, src.port)
+            if not self._flows.touch(flow, now):
+                self._flows.set(flow, 0.0, now)
         self.stats.forwarded_requests += 1
         return [Send(out, self.config.upstream, self.config.upstream_local)]
 
@@ -555,6 +601,42 @@ class StatelessProxy:
         data = out.raw if self.outgoing is None else self.outgoing(out).raw
         self.stats.forwarded_responses += 1
         return [Send(data, dest, local)]
+
+
+#: RFC 5389 §6: every STUN message carries this at offset 4.
+STUN_COOKIE = b"\x21\x12\xa4\x42"
+_STUN_BINDING_REQUEST = b"\x00\x01"
+_STUN_BINDING_RESPONSE = b"\x01\x01"
+_XOR_MAPPED_ADDRESS = b"\x00\x20"
+
+
+def stun_binding_response(data: bytes, src: Endpoint) -> bytes | None:
+    """The Binding success response to a STUN Binding request from ``src`` (RFC 5389 §7.3.1:
+    the transaction id echoed, one XOR-MAPPED-ADDRESS, §15.2); None for anything else (other
+    methods, classes, a length that does not match, over 548 bytes)."""
+    if not 20 <= len(data) <= 548 or data[:2] != _STUN_BINDING_REQUEST:
+        return None
+    length = int.from_bytes(data[2:4], "big")
+    if data[4:8] != STUN_COOKIE or length != len(data) - 20 or length % 4:
+        return None
+    transaction = data[8:20]
+    try:
+        address = ipaddress.ip_address(src.ip)
+    except ValueError:
+        return None
+    key = STUN_COOKIE if address.version == 4 else STUN_COOKIE + transaction
+    xored = bytes(a ^ b for a, b in zip(address.packed, key, strict=True))
+    family = b"\x01" if address.version == 4 else b"\x02"
+    port = (src.port ^ 0x2112).to_bytes(2, "big")
+    value = b"\x00" + family + port + xored
+    attribute = _XOR_MAPPED_ADDRESS + len(value).to_bytes(2, "big") + value
+    return (
+        _STUN_BINDING_RESPONSE
+        + len(attribute).to_bytes(2, "big")
+        + STUN_COOKIE
+        + transaction
+        + attribute
+    )
 
 
 def _response_destination(hop: Via, transport: Transport) -> Endpoint | None:

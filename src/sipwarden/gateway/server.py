@@ -344,6 +344,8 @@ class GatewayServer:
     def _attach_metrics(self, metrics: GatewayMetrics) -> None:
         # Read at scrape time: the proxy's own counters, nothing counted twice.
         state: dict[str, StateHolder] = {}
+        if self.proxy is not None:
+            state["proxy"] = self.proxy
         if self.engine is not None:
             state["engine"] = _EngineOwn(self.engine)
             state["tracker"] = self.engine.tracker
