@@ -104,3 +104,63 @@ def test_errors_are_one_line_exit_2(tmp_path: Path) -> None:
         assert result.returncode == 2, (args, result.stderr)
         assert result.stderr.startswith("error: ") and message in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_the_gateways_finding_bans_are_listed_exported_and_removable(tmp_path: Path) -> None:
+    """A ban the gateway ordered from a finding reaches the shared file on its tick; the
+    operator sees it with its reason, exports it, and removing it lifts it in the gateway on
+    the next tick."""
+    from sipwarden.detect.finding import Finding, RecommendedAction
+    from sipwarden.detect.taxonomy import Severity, Threat
+    from sipwarden.gateway.enforcer import Enforcer, SharedBlocklist
+    from sipwarden.gateway.policy import Policy
+    from sipwarden.net import Endpoint
+    from tests.detect import observe
+
+    db = tmp_path / "bl.db"
+    now = time.time()
+    flood = Finding(
+        "tdos.request_flood",
+        Threat.TDOS,
+        Severity.HIGH,
+        80,
+        "test",
+        "192.0.2.66",
+        now,
+        now,
+        source=Endpoint("192.0.2.66", 5060),
+        recommended_action=RecommendedAction("TEMP_BLOCK", 600),
+    )
+    request = (
+        b"OPTIONS sip:100@198.51.100.5 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.66;branch=z9hG4bK1\r\n"
+        b"From: <sip:a@192.0.2.66>;tag=1\r\nTo: <sip:100@198.51.100.5>\r\nCall-ID: c1\r\n"
+        b"CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+    enforcer = Enforcer(Policy())
+    shared = SharedBlocklist(db, enforcer)
+    try:
+        enforcer(observe(request, now, "192.0.2.66"), now, [flood], request)
+        shared(now)
+
+        listed = run("list", "--format", "json", "--db", str(db), cwd=tmp_path)
+        assert listed.returncode == 0, listed.stderr
+        [entry] = json.loads(listed.stdout)
+        assert (entry["network"], entry["origin"], entry["reason"], entry["ref"]) == (
+            "192.0.2.66",
+            "finding",
+            "tdos.request_flood",
+            flood.id,
+        )
+        assert entry["expires"] == now + 600
+        table = run("list", "--db", str(db), cwd=tmp_path).stdout
+        assert "finding" in table and "tdos.request_flood" in table
+        plain = run("export", "--format", "plain", "--db", str(db), cwd=tmp_path)
+        assert plain.stdout == "192.0.2.66\n"
+
+        removed = run("remove", "192.0.2.66", "--db", str(db), cwd=tmp_path)
+        assert removed.returncode == 0, removed.stderr
+        assert enforcer.is_blocked("192.0.2.66", now + 1)
+        shared(now + 1)
+        assert not enforcer.is_blocked("192.0.2.66", now + 1)
+    finally:
+        shared.close()

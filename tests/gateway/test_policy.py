@@ -108,7 +108,7 @@ def test_defaults_match_their_anchors() -> None:
     assert cfg.per_source.action == "drop"
     assert (cfg.per_target.action, cfg.per_target.retry_after_s) == ("reject", 5)
     assert (cfg.max_message_bytes, cfg.max_body_bytes, cfg.max_uri_bytes) == (16384, 8192, 512)
-    assert (cfg.default_ban_s, cfg.ban_escalation_factor, cfg.ban_memory_s) == (300, 2, 86400)
+    assert cfg.default_ban_s == 300  # Kamailio default-config ban; the store escalates repeats
     assert cfg.scanner_action == "drop"
     assert cfg.trusted_peers == ()
     for model in (PolicyConfig, RateLimitConfig):
@@ -363,17 +363,15 @@ def test_hostile_key_space_stays_within_bounds() -> None:
     cfg = PolicyConfig(
         per_source=RateLimitConfig(rate_per_s=1, burst=5, action="drop", max_entries=50),
         per_target=RateLimitConfig(rate_per_s=1, burst=5, action="reject", max_entries=50),
-        ban_memory_entries=50,
     )
     policy = Policy(cfg)
     for i in range(500):
         src = f"10.0.{i // 256}.{i % 256}"
         assert decide(policy, request(user=f"u{i}" + "x" * 300), src=src) == Forward()
-        policy.ban(src, 60, 0.0)
-    assert policy.state_size() <= 150
-    assert policy.evictions() == 3 * (500 - 50)
+    assert policy.state_size() <= 100
+    assert policy.evictions() == 2 * (500 - 50)
     stats = policy.stats()
-    assert (stats.entries, stats.max_entries) == (150, 150)
+    assert (stats.entries, stats.max_entries) == (100, 100)
 
 
 def test_refilled_buckets_expire_on_advance() -> None:
@@ -409,33 +407,28 @@ def test_blocklist_entries_from_recommended_actions() -> None:
         ),
         finding("tdos.target_fan_in", src="192.0.2.40", action=RecommendedAction("RATE_LIMIT")),
     ]
-    orders = policy.blocklist_entries(findings, 100.0)
-    assert [(o.ip, o.ttl_s, o.expires_at, o.reason, o.repeat) for o in orders] == [
-        (SRC, 3600.0, 3700.0, "recon.scanner_user_agent", 0),
-        ("192.0.2.20", 300.0, 400.0, "credential.registration_brute_force", 0),
+    orders = policy.blocklist_entries(findings)
+    assert [(o.ip, o.ttl_s, o.reason) for o in orders] == [
+        (SRC, 3600.0, "recon.scanner_user_agent"),
+        ("192.0.2.20", 300.0, "credential.registration_brute_force"),
     ]
     assert orders[0].finding_id == findings[0].id
+    assert orders[1].finding_id == findings[2].id
 
 
-def test_ban_escalates_on_repeat_and_is_capped() -> None:
-    policy = Policy(PolicyConfig(max_ban_s=2000))
-    hit = [finding("tdos.request_flood", action=RecommendedAction("TEMP_BLOCK", 300))]
-    ttls = [policy.blocklist_entries(hit, float(t))[0].ttl_s for t in range(5)]
-    assert ttls == [300, 600, 1200, 2000, 2000]
+def test_policy_orders_the_base_ttl_every_time_and_keeps_no_ban_state() -> None:
+    """Escalation is the store's (store/base.py plan_add): the policy orders the same base ban
+    for every repeat and remembers nothing about bans."""
+    policy = Policy(PolicyConfig(default_ban_s=120))
+    hit = [finding("tdos.request_flood", action=RecommendedAction("TEMP_BLOCK"))]
+    assert [policy.blocklist_entries(hit)[0].ttl_s for _ in range(5)] == [120.0] * 5
+    assert policy.state_size() == 0
 
 
-def test_ban_history_is_forgotten_after_ban_memory() -> None:
-    policy = Policy(PolicyConfig(ban_memory_s=1000))
-    assert policy.ban(SRC, 300, 0.0).ttl_s == 300
-    assert policy.ban(SRC, 300, 999.0).ttl_s == 600
-    assert policy.ban(SRC, 300, 1999.0).repeat == 0
-
-
-def test_manual_ban_is_exact_but_remembered() -> None:
-    policy = Policy()
-    manual = policy.ban(SRC, 42, 0.0, escalate=False)
-    assert (manual.ttl_s, manual.reason, manual.repeat) == (42, "manual", 0)
-    assert policy.ban(SRC, 300, 1.0).ttl_s == 600
+def test_escalation_keys_are_not_policy_settings() -> None:
+    for key in ("ban_escalation_factor", "max_ban_s", "ban_memory_s", "ban_memory_entries"):
+        with pytest.raises(pydantic.ValidationError):
+            PolicyConfig(**{key: 1})
 
 
 # -- properties ----------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import pytest
 
 from sipwarden.errors import InputError, SipwardenError
 from sipwarden.store import (
+    AddRequest,
     BlockEntry,
     BlocklistSettings,
     BlocklistStore,
@@ -314,3 +315,79 @@ def test_hostile_key_space_stays_bounded(make_store: MakeStore) -> None:
     assert store.history_evictions == 430
     assert store.get("198.51.1.243", T0 + 500) is not None  # the newest survive
     assert store.get("198.51.0.0", T0 + 500) is None
+
+
+# -- batches ---------------------------------------------------------------------------------
+
+
+def test_add_many_is_add_for_each_in_order(make_store: MakeStore) -> None:
+    store = make_store(BlocklistSettings(max_entries=2))
+    ban(store, "192.0.2.9", T0, ttl=None, origin="cli")
+    stored = store.add_many(
+        [
+            AddRequest("192.0.2.1/32", T0, 300.0, "a", "finding", "f1"),
+            AddRequest("192.0.2.1", T0 + 10, 300.0, "b", "finding", "f2"),  # still banned
+            AddRequest("192.0.2.2", T0, 300.0, "c", "finding"),  # evicts the first
+        ]
+    )
+    first, extended, newest = stored
+    assert first is not None and (first.network, first.ref) == ("192.0.2.1", "f1")
+    assert extended is not None and extended.expires == T0 + 310 and extended.ban_count == 0
+    assert newest is not None and store.evictions() == 1
+    assert [e.network for e in store.list(T0 + 10)] == ["192.0.2.2", "192.0.2.9"]
+
+
+def test_add_many_counts_a_refusal_and_keeps_the_rest(make_store: MakeStore) -> None:
+    store = make_store(BlocklistSettings(max_entries=1))
+    ban(store, "192.0.2.9", T0, ttl=None, origin="cli")
+    stored = store.add_many(
+        [
+            AddRequest("192.0.2.1", T0, 300.0, "a", "finding"),
+            AddRequest("192.0.2.9", T0, 60.0, "operator again", "cli"),
+        ]
+    )
+    assert stored[0] is None and stored[1] is not None and store.refusals == 1
+    assert store.get("192.0.2.9", T0).reason == "operator again"  # type: ignore[union-attr]
+
+
+def test_add_many_escalates_a_repeat_within_the_batch(store: BlocklistStore) -> None:
+    first, again = store.add_many(
+        [
+            AddRequest("192.0.2.1", T0, 300.0, "a", "finding"),
+            AddRequest("192.0.2.1", T0 + 400, 300.0, "a", "finding"),
+        ]
+    )
+    assert first is not None and again is not None
+    assert (again.ban_count, again.expires) == (1, T0 + 400 + 600)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        AddRequest("not-an-ip", T0, 300.0, "r", "finding"),
+        AddRequest("192.0.2.2", T0, 0.0, "r", "finding"),
+        AddRequest("192.0.2.2", T0, 1.0, "r", "nope"),  # type: ignore[arg-type]
+    ],
+)
+def test_add_many_checks_every_request_before_writing(
+    store: BlocklistStore, bad: AddRequest
+) -> None:
+    with pytest.raises(InputError):
+        store.add_many([AddRequest("192.0.2.1", T0, 300.0, "r", "finding"), bad])
+    assert store.list(T0) == []
+
+
+def test_add_many_of_nothing_writes_nothing(store: BlocklistStore) -> None:
+    assert store.add_many([]) == []
+
+
+def test_escalation_defaults_match_their_anchors() -> None:
+    """detection-anchors §2.2/§2.7: fail2ban bantime.increment (x2 per repeat, exponent capped
+    at 20), capped; remembered for fail2ban's dbpurgeage (1 day)."""
+    settings = BlocklistSettings()
+    assert settings.escalation_factor == 2.0
+    assert settings.max_ttl_s == 86_400.0
+    assert settings.escalation_memory_s == 86_400.0
+    assert settings.max_history == settings.max_entries == 100_000
+    for name, info in BlocklistSettings.model_fields.items():
+        assert info.description, name

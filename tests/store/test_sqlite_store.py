@@ -179,3 +179,27 @@ def test_lookup_is_fast_enough_to_read_per_message(tmp_path: Path) -> None:
             assert store.get("2001:db8:1f3::1", T0) is not None
             assert store.get("2001:db9::1", T0) is None
         assert (time.perf_counter() - start) / 400 < 0.005  # generous: ~0.2 ms measured
+
+
+def test_a_locked_database_fails_fast_and_the_connection_recovers(tmp_path: Path) -> None:
+    """The gateway's short busy timeout: a write behind another connection's lock is
+    StoreUnavailable (no transaction left open), reads go on (WAL), the batch lands later."""
+    from sipwarden.store import AddRequest
+
+    db = tmp_path / "bl.db"
+    with SqliteBlocklistStore(db) as gateway:
+        gateway.set_busy_timeout(0.01)
+        gateway.add("192.0.2.9", T0, ttl_s=None, reason="op", origin="cli")
+        holder = sqlite3.connect(db, isolation_level=None)
+        batch = [AddRequest("192.0.2.1", T0, 300.0, "scan", "finding", "f-1")]
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            with pytest.raises(StoreUnavailable, match="locked"):
+                gateway.add_many(batch)
+            assert [e.network for e in gateway.list(T0)] == ["192.0.2.9"]
+            holder.execute("ROLLBACK")
+        finally:
+            holder.close()
+        [entry] = gateway.add_many(batch)
+        assert entry is not None and entry.ref == "f-1"
+        assert [e.network for e in gateway.list(T0)] == ["192.0.2.1", "192.0.2.9"]

@@ -4,6 +4,10 @@ The database is an SQLite file (``store/sqlite.py``), found in this order: ``--d
 ``SIPWARDEN_DB`` environment variable, ``./sipwarden.db``. ``list`` and ``export`` of a file that
 does not exist print an empty blocklist and create nothing. The CLI reads the wall clock; the
 store never does.
+
+Running gateways (``--blocklist-db``) write their bans from findings to the same file once a
+second: origin ``finding``, the detector id as reason and the finding id as ``ref``. ``remove``
+lifts such a ban in every gateway on the file within a tick.
 """
 
 from __future__ import annotations
@@ -98,7 +102,8 @@ def remove(
     network: Annotated[str, typer.Argument(metavar="NET", help="Exactly as listed.")],
     db: DbOption = None,
 ) -> None:
-    """Unblock NET (exactly that network) and forget its ban history. Exit 1 if not listed."""
+    """Unblock NET (exactly that network, whoever added it: gateways on the file lift it within a
+    second) and forget its ban history. Exit 1 if not listed."""
     from sipwarden.store.base import normalize_network  # noqa: PLC0415
     from sipwarden.store.sqlite import SqliteBlocklistStore  # noqa: PLC0415
 

@@ -3,7 +3,12 @@
 Pure like ``detect/``: no asyncio, sockets or clocks; ``now`` is passed in. The proxy calls
 :meth:`Policy.decide` with the observation, a view of the blocklist and the findings the engine
 produced for this very observation, then :meth:`Policy.blocklist_entries` to learn which bans to
-write to the store.
+add to the store.
+
+The policy decides *that* a source is banned, for which base TTL (the finding's suggested TTL or
+``default_ban_s``) and why; how long a *repeat* ban lasts is the blocklist store's single
+escalation rule (``store/base.py``: fail2ban ``bantime.increment``, capped), applied with the
+store's ban history - shared by every gateway worker when the store is the SQLite file.
 
 Theory of operation
 -------------------
@@ -33,9 +38,9 @@ Trusted peers are never put on the blocklist by :meth:`Policy.blocklist_entries`
 source address is free to forge, and banning a trunk because someone spoofed it is the denial of
 service the attacker wanted. A ban added by hand for a trusted address is honoured.
 
-Token buckets are bounded (``TtlMap``): an entry lives for exactly the time its bucket needs to
-refill, so forgetting it (expiry) is the same as a full bucket and only an *eviction* under a
-hostile key space loses state - counted in :meth:`Policy.evictions`.
+Token buckets, the policy's only state, are bounded (``TtlMap``): an entry lives for exactly the
+time its bucket needs to refill, so forgetting it (expiry) is the same as a full bucket and only
+an *eviction* under a hostile key space loses state - counted in :meth:`Policy.evictions`.
 """
 
 from __future__ import annotations
@@ -81,17 +86,15 @@ class BlockView(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class BlockOrder:
-    """A ban the gateway should write to its blocklist store (``store.base.BlockEntry``).
+    """A ban the gateway should add to its blocklist store as an ``origin="finding"`` entry.
 
-    ``ttl_s`` already includes escalation; ``repeat`` is how many earlier bans of ``ip`` the
-    policy remembers (0 for a first ban); ``reason`` is the detector id or ``"manual"``.
+    ``ttl_s`` is the base TTL: the store escalates it on repeat (``store.base.plan_add``);
+    ``reason`` is the detector id, ``finding_id`` the finding's stable id.
     """
 
     ip: str
     ttl_s: float
-    expires_at: float
     reason: str
-    repeat: int
     finding_id: str | None = None
 
 
@@ -238,36 +241,10 @@ class PolicyConfig(BaseModel):
         300.0,
         gt=0,
         description=(
-            "Ban when a TEMP_BLOCK/BLOCK gives no TTL; 300 s as Kamailio's default-config ban "
-            "(htable autoexpire)."
+            "Base ban when a TEMP_BLOCK/BLOCK gives no TTL; 300 s as Kamailio's default-config "
+            "ban (htable autoexpire; detection-anchors §2.7). A repeat is escalated by the "
+            "blocklist store (BlocklistSettings: x2 per repeat, capped at one day)."
         ),
-    )
-    ban_escalation_factor: float = Field(
-        2.0,
-        ge=1,
-        description=(
-            "Each repeat ban within ban_memory_s multiplies the TTL by this (fail2ban "
-            "bantime.increment: ban.Time * 2**ban.Count)."
-        ),
-    )
-    max_ban_s: float = Field(
-        86400.0,
-        gt=0,
-        description=(
-            "Cap of an escalated ban. fail2ban leaves bantime.maxtime unset; one day so a "
-            "reassigned dynamic or CGNAT address recovers within a day."
-        ),
-    )
-    ban_memory_s: float = Field(
-        86400.0,
-        gt=0,
-        description=(
-            "How long earlier bans of an IP are remembered for escalation; 1 day as fail2ban's "
-            "dbpurgeage."
-        ),
-    )
-    ban_memory_entries: int = Field(
-        100_000, ge=1, description="IPs whose ban history is kept; the oldest is forgotten."
     )
     per_source: RateLimitConfig = Field(
         default_factory=lambda: RateLimitConfig(rate_per_s=15.0, burst=30.0, action="drop"),
@@ -355,7 +332,7 @@ _PARSE_REASONS = {
 
 class Policy:
     """Decides each message's fate (:meth:`decide`) and the bans findings call for
-    (:meth:`blocklist_entries`). Holds only bounded state: token buckets and ban history."""
+    (:meth:`blocklist_entries`). Holds only bounded state: token buckets."""
 
     def __init__(self, config: PolicyConfig | None = None) -> None:
         self.config = cfg = config if config is not None else PolicyConfig()
@@ -366,8 +343,6 @@ class Policy:
         self._own = frozenset(s.lower() for s in cfg.own_sent_by)
         self._source = _Buckets(cfg.per_source) if cfg.per_source.enabled else None
         self._target = _Buckets(cfg.per_target) if cfg.per_target.enabled else None
-        # ip -> bans so far; forgotten ban_memory_s after the last ban.
-        self._bans: TtlMap[str, int] = TtlMap(cfg.ban_memory_entries, cfg.ban_memory_s)
 
     # -- state -----------------------------------------------------------------------------
 
@@ -379,10 +354,8 @@ class Policy:
         """The value of the ``Allow`` header a 405 must carry (RFC 3261 §21.4.6)."""
         return ", ".join(self.config.allowed_methods)
 
-    def _tables(self) -> list[TtlMap[str, tuple[float, float]] | TtlMap[str, int]]:
-        tables: list[TtlMap[str, tuple[float, float]] | TtlMap[str, int]] = [self._bans]
-        tables += [b.table for b in (self._source, self._target) if b is not None]
-        return tables
+    def _tables(self) -> list[TtlMap[str, tuple[float, float]]]:
+        return [b.table for b in (self._source, self._target) if b is not None]
 
     def state_size(self) -> int:
         return sum(t.state_size() for t in self._tables())
@@ -394,7 +367,7 @@ class Policy:
         return TableStats.total(self._tables())
 
     def advance(self, now: float) -> None:
-        """Forget buckets that refilled and ban histories that aged out (call periodically)."""
+        """Forget buckets that refilled (call periodically)."""
         for table in self._tables():
             table.expire(now)
 
@@ -504,9 +477,11 @@ class Policy:
             and finding.severity.rank >= self.config.min_block_severity.rank
         )
 
-    def blocklist_entries(self, findings: Sequence[Finding], now: float) -> list[BlockOrder]:
+    def blocklist_entries(self, findings: Sequence[Finding]) -> list[BlockOrder]:
         """Bans for the findings that recommend TEMP_BLOCK/BLOCK at or above
-        ``min_block_severity``: one per source IP, escalated on repeat, never a trusted peer."""
+        ``min_block_severity``: one per source IP (the first finding names it), never a
+        trusted peer, for the finding's suggested TTL or ``default_ban_s`` (the store stamps
+        the time and escalates repeats)."""
         orders: dict[str, BlockOrder] = {}
         for finding in findings:
             if not self._bans_source(finding) or finding.source is None:
@@ -516,35 +491,13 @@ class Policy:
                 continue
             action = finding.recommended_action
             ttl = action.suggested_ttl_seconds if action is not None else None
-            orders[ip] = self.ban(
+            orders[ip] = BlockOrder(
                 ip,
                 float(ttl) if ttl else self.config.default_ban_s,
-                now,
                 finding.detector,
-                finding_id=finding.id,
+                finding.id,
             )
         return list(orders.values())
-
-    def ban(
-        self,
-        ip: str,
-        ttl_s: float,
-        now: float,
-        reason: str = "manual",
-        *,
-        escalate: bool = True,
-        finding_id: str | None = None,
-    ) -> BlockOrder:
-        """A ban of ``ip`` for ``ttl_s`` (CLI/API bans pass ``escalate=False`` to get exactly
-        ``ttl_s``); with escalation, times ``ban_escalation_factor`` per remembered earlier
-        ban, capped at ``max_ban_s`` (fail2ban bantime.increment)."""
-        cfg = self.config
-        key = ip[:MAX_KEY_CHARS]
-        repeat = self._bans.get(key, now) or 0
-        self._bans.set(key, repeat + 1, now)
-        if escalate:
-            ttl_s = min(cfg.max_ban_s, ttl_s * cfg.ban_escalation_factor ** min(repeat, 64))
-        return BlockOrder(ip, ttl_s, now + ttl_s, reason, repeat, finding_id)
 
 
 def _about(findings: Sequence[Finding], src: str) -> list[Finding]:

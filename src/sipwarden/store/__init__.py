@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sipwarden.store.base import (
+    AddRequest,
     BanHistory,
     BlockEntry,
     BlocklistSettings,
@@ -16,6 +17,7 @@ from sipwarden.store.memory import MemoryBlocklistStore
 from sipwarden.store.sqlite import SqliteBlocklistStore
 
 __all__ = [
+    "AddRequest",
     "BanHistory",
     "BlockEntry",
     "BlocklistSettings",

@@ -12,6 +12,10 @@ they still count as a ban in the history. Re-adding a network that is still bloc
 repeat (fail2ban ignores "already banned"): an automatic re-add extends the ban if it would last
 longer, an operator re-add replaces it. ``remove`` is an operator saying "this ban was wrong", so
 it forgets the history too.
+
+This is the only escalation rule: the gateway's policy decides *that* a source is banned, for
+which base TTL and why, and the store decides how long a repeat lasts - with its history, which
+for the SQLite store is shared by every gateway worker and the CLI.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import builtins
 import ipaddress
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Final, Literal, NamedTuple, Protocol, get_args
 
@@ -28,6 +33,7 @@ from sipwarden.errors import InputError, SipwardenError
 
 __all__ = [
     "AUTOMATIC_ORIGINS",
+    "AddRequest",
     "BanHistory",
     "BlockEntry",
     "BlocklistSettings",
@@ -35,6 +41,7 @@ __all__ = [
     "Origin",
     "StoreFull",
     "StoreUnavailable",
+    "check_request",
     "lookup_key",
     "lookup_keys",
     "normalize_address",
@@ -195,6 +202,36 @@ class BlockEntry:
         }
 
     @classmethod
+    def stored(
+        cls,
+        network: str,
+        reason: str,
+        origin: str,
+        created: float,
+        expires: float | None,
+        ban_count: int,
+        ref: str | None,
+    ) -> BlockEntry:
+        """An entry read back from a store that wrote it: the network is already canonical and
+        the text already cut, so they are not parsed again - a gateway reloads the whole shared
+        store when it changes, and parsing dominated that (about 40 µs an entry). The origin
+        is still checked."""
+        if origin not in ORIGINS:
+            raise InputError(origin[:MAX_TEXT_CHARS], "not a blocklist origin")
+        entry = object.__new__(cls)
+        for name, value in (
+            ("network", network),
+            ("reason", reason),
+            ("origin", origin),
+            ("created", created),
+            ("expires", expires),
+            ("ban_count", ban_count),
+            ("ref", ref),
+        ):
+            object.__setattr__(entry, name, value)
+        return entry
+
+    @classmethod
     def from_json(cls, data: dict[str, Any]) -> BlockEntry:
         """The inverse of :meth:`to_json`."""
         return cls(
@@ -206,6 +243,28 @@ class BlockEntry:
             ban_count=int(data.get("ban_count", 0)),
             ref=data.get("ref"),
         )
+
+
+class AddRequest(NamedTuple):
+    """The arguments of one :meth:`BlocklistStore.add`, for :meth:`BlocklistStore.add_many`
+    (e.g. the bans a gateway made locally and writes to the shared store on its next tick)."""
+
+    network: str
+    now: float
+    ttl_s: float | None
+    reason: str
+    origin: Origin
+    ref: str | None = None
+
+
+def check_request(request: AddRequest) -> AddRequest:
+    """``request`` with its network canonical; InputError for a bad network, ttl or origin
+    (checked before a batch writes anything)."""
+    if request.ttl_s is not None and not request.ttl_s > 0:
+        raise InputError(f"ttl {request.ttl_s}", "must be a positive number of seconds")
+    if request.origin not in ORIGINS:
+        raise InputError(str(request.origin)[:MAX_TEXT_CHARS], "not a blocklist origin")
+    return request._replace(network=normalize_network(request.network))
 
 
 class BanHistory(NamedTuple):
@@ -241,8 +300,9 @@ class BlocklistSettings(BaseModel):
         default=2.0,
         ge=1.0,
         description=(
-            "An automatic repeat ban lasts ttl x factor ** ban_count (fail2ban "
-            "bantime.increment: 1 << ban.Count, i.e. x2 per repeat)."
+            "An automatic repeat ban lasts ttl x factor ** ban_count: x2 per repeat as fail2ban "
+            "bantime.increment (ban.Time * (1 << min(ban.Count, 20)); detection-anchors §2.2, "
+            "§2.7 'x2 per repeat, capped')."
         ),
     )
     max_ttl_s: float = Field(
@@ -250,10 +310,11 @@ class BlocklistSettings(BaseModel):
         gt=0,
         description=(
             "Cap on an escalated automatic ban, seconds (fail2ban leaves bantime.maxtime unset; "
-            "no published anchor). One day: from a 300 s ban (pike/Kamailio, anchors §2.7) it is "
-            "reached after 9 repeats, and a UDP source can be spoofed or NAT-shared, so longer "
-            "bans are left to an operator (--ttl, or no TTL at all). A base ttl above the cap is "
-            "kept, not shortened."
+            "detection-anchors §2.7 asks for a cap, no published value). One day: a UDP source "
+            "can be spoofed, and a reassigned dynamic or CGNAT address should recover within a "
+            "day; from a 300 s ban (Kamailio default config, §2.7) the cap is reached after 9 "
+            "repeats. Longer bans are an operator's (--ttl, or none). A base ttl above the cap "
+            "is kept, not shortened."
         ),
     )
     escalation_memory_s: float = Field(
@@ -334,6 +395,12 @@ class BlocklistStore(Protocol):
     ) -> BlockEntry:
         """Block ``network`` (escalating repeats, see the module docstring); the stored entry.
         InputError for a bad network or ttl; StoreFull when full and nothing is evictable."""
+        ...
+
+    def add_many(self, requests: Iterable[AddRequest]) -> builtins.list[BlockEntry | None]:
+        """:meth:`add` for each request in order, as one write (one transaction for SQLite);
+        the stored entries, None where the store was full (counted in ``refusals``). A bad
+        request raises InputError before anything is written."""
         ...
 
     def remove(self, network: str) -> bool:

@@ -16,14 +16,17 @@ import builtins
 import heapq
 import ipaddress
 from collections import OrderedDict
+from collections.abc import Iterable
 
 from sipwarden.store.base import (
     AUTOMATIC_ORIGINS,
+    AddRequest,
     BanHistory,
     BlockEntry,
     BlocklistSettings,
     Origin,
     StoreFull,
+    check_request,
     normalize_address,
     normalize_network,
     plan_add,
@@ -83,6 +86,14 @@ class MemoryBlocklistStore:
     def evictions(self) -> int:
         return self._evictions
 
+    def live_networks(self, now: float) -> builtins.list[str]:
+        """The networks of the live entries, unsorted (cheaper than :meth:`list`)."""
+        return [network for network, entry in self._entries.items() if entry.active(now)]
+
+    def held(self, network: str) -> BlockEntry | None:
+        """The entry stored for exactly ``network`` (canonical), live or not yet expired away."""
+        return self._entries.get(network)
+
     def history(self, network: str) -> BanHistory | None:
         """The remembered end of ``network``'s last ban (for tests and the dashboard)."""
         return self._history.get(normalize_network(network))
@@ -123,6 +134,18 @@ class MemoryBlocklistStore:
         self._put(entry)
         return entry
 
+    def add_many(self, requests: Iterable[AddRequest]) -> builtins.list[BlockEntry | None]:
+        checked = [check_request(request) for request in requests]
+        stored: builtins.list[BlockEntry | None] = []
+        for network, now, ttl_s, reason, origin, ref in checked:
+            try:
+                stored.append(
+                    self.add(network, now, ttl_s=ttl_s, reason=reason, origin=origin, ref=ref)
+                )
+            except StoreFull:
+                stored.append(None)
+        return stored
+
     def put(self, entry: BlockEntry, now: float) -> None:
         """Hold ``entry`` exactly as given (no escalation): for a replica of another store, e.g.
         the gateway's in-memory copy of the SQLite blocklist. Same room rules as ``add``."""
@@ -134,6 +157,7 @@ class MemoryBlocklistStore:
                 raise StoreFull(entry.network, self.settings.max_entries)
         if existing is not None:
             self._unindex(existing)
+        self._history.pop(entry.network, None)  # a held entry carries its own ban_count
         self._put(entry)
 
     def remove(self, network: str) -> bool:

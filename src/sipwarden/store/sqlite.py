@@ -17,18 +17,20 @@ from __future__ import annotations
 import builtins
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
 from sipwarden.store.base import (
+    AddRequest,
     BanHistory,
     BlockEntry,
     BlocklistSettings,
     Origin,
     StoreFull,
     StoreUnavailable,
+    check_request,
     lookup_key,
     lookup_keys,
     normalize_address,
@@ -82,10 +84,10 @@ _EVICTABLE: Final = (
 
 def _entry(row: tuple[object, ...]) -> BlockEntry:
     network, reason, origin, created, expires, ban_count, ref = row
-    return BlockEntry(
+    return BlockEntry.stored(
         network=str(network),
         reason=str(reason),
-        origin=origin,  # type: ignore[arg-type]  # checked by BlockEntry
+        origin=str(origin),
         created=float(created),  # type: ignore[arg-type]
         expires=None if expires is None else float(expires),  # type: ignore[arg-type]
         ban_count=int(ban_count),  # type: ignore[call-overload]
@@ -120,6 +122,13 @@ class SqliteBlocklistStore:
             self._db.close()
             raise
 
+    def set_busy_timeout(self, seconds: float) -> None:
+        """How long a write waits for another connection's lock before StoreUnavailable (e.g.
+        short for the gateway, whose event loop must not wait behind a CLI transaction)."""
+        with self._errors("cannot set up"):
+            # A PRAGMA takes no parameters; the value is an int computed here, not text.
+            self._db.execute(f"PRAGMA busy_timeout = {int(max(0.0, seconds) * 1000)}")
+
     def close(self) -> None:
         """Close the connection (the store is unusable afterwards)."""
         self._db.close()
@@ -143,10 +152,13 @@ class SqliteBlocklistStore:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # Also after a failed COMMIT (busy): an open transaction would make every later
+                # BEGIN fail with "cannot start a transaction within a transaction".
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
     def _open(self) -> None:
         with self._errors("cannot read"):
@@ -193,9 +205,14 @@ class SqliteBlocklistStore:
         return None if row is None else _entry(row)
 
     def list(self, now: float) -> builtins.list[BlockEntry]:
+        return sorted(self.live(now), key=sort_key)
+
+    def live(self, now: float) -> builtins.list[BlockEntry]:
+        """:meth:`list` in no particular order: for a replica reloading the whole store, which
+        needs no order and should not pay for parsing every network to sort it."""
         with self._errors("cannot read"):
             rows = self._db.execute(_SELECT_LIVE, (now,)).fetchall()
-        return sorted((_entry(row) for row in rows), key=sort_key)
+        return [_entry(row) for row in rows]
 
     def state_size(self) -> int:
         with self._errors("cannot read"):
@@ -238,42 +255,20 @@ class SqliteBlocklistStore:
     ) -> BlockEntry:
         canonical = normalize_network(network)
         with self._write("cannot write") as db:
-            row = db.execute(_SELECT_ONE, (canonical,)).fetchone()
-            existing = None if row is None else _entry(row)
-            past = db.execute(
-                "SELECT ban_count, ended FROM ban_history WHERE network = ?", (canonical,)
-            ).fetchone()
-            history = None if past is None else BanHistory(int(past[0]), float(past[1]))
-            entry = plan_add(
-                existing,
-                history,
-                network=canonical,
-                now=now,
-                ttl_s=ttl_s,
-                reason=reason,
-                origin=origin,
-                ref=ref,
-                settings=self.settings,
-            )
-            if existing is None:
-                self._make_room(db, canonical, now)
-            db.execute("DELETE FROM ban_history WHERE network = ?", (canonical,))
-            key = lookup_key(entry.network)
-            db.execute(
-                _UPSERT,
-                (
-                    entry.network,
-                    key,
-                    int(key.split("/")[1]),
-                    entry.reason,
-                    entry.origin,
-                    entry.created,
-                    entry.expires,
-                    entry.ban_count,
-                    entry.ref,
-                ),
-            )
-        return entry
+            return self._add(db, AddRequest(canonical, now, ttl_s, reason, origin, ref))
+
+    def add_many(self, requests: Iterable[AddRequest]) -> builtins.list[BlockEntry | None]:
+        checked = [check_request(request) for request in requests]
+        stored: builtins.list[BlockEntry | None] = []
+        if not checked:
+            return stored
+        with self._write("cannot write") as db:
+            for request in checked:
+                try:
+                    stored.append(self._add(db, request))
+                except StoreFull:  # counted in refusals; the rest of the batch still lands
+                    stored.append(None)
+        return stored
 
     def remove(self, network: str) -> bool:
         canonical = normalize_network(network)
@@ -288,6 +283,46 @@ class SqliteBlocklistStore:
         return removed
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _add(self, db: sqlite3.Connection, request: AddRequest) -> BlockEntry:
+        """One add inside the caller's transaction; ``request.network`` is canonical."""
+        canonical = request.network
+        row = db.execute(_SELECT_ONE, (canonical,)).fetchone()
+        existing = None if row is None else _entry(row)
+        past = db.execute(
+            "SELECT ban_count, ended FROM ban_history WHERE network = ?", (canonical,)
+        ).fetchone()
+        history = None if past is None else BanHistory(int(past[0]), float(past[1]))
+        entry = plan_add(
+            existing,
+            history,
+            network=canonical,
+            now=request.now,
+            ttl_s=request.ttl_s,
+            reason=request.reason,
+            origin=request.origin,
+            ref=request.ref,
+            settings=self.settings,
+        )
+        if existing is None:
+            self._make_room(db, canonical, request.now)
+        db.execute("DELETE FROM ban_history WHERE network = ?", (canonical,))
+        key = lookup_key(entry.network)
+        db.execute(
+            _UPSERT,
+            (
+                entry.network,
+                key,
+                int(key.split("/")[1]),
+                entry.reason,
+                entry.origin,
+                entry.created,
+                entry.expires,
+                entry.ban_count,
+                entry.ref,
+            ),
+        )
+        return entry
 
     def _expire(self, db: sqlite3.Connection, now: float) -> int:
         ended = db.execute(
