@@ -8,13 +8,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sipwarden.config import ConfigFileError, parse_settings
 from sipwarden.gateway.sanitize import (
     SanitizeConfig,
     Sanitizer,
     neutralise_products,
     private_addresses,
 )
-from sipwarden.sip import Response, parse_message, to_bytes
+from sipwarden.net import Endpoint
+from sipwarden.sip import Request, Response, parse_message, to_bytes
+
+SECRET = b"sanitize-test-secret-0123456789ab"
+LOCAL = Endpoint("203.0.113.1", 5060)
 
 HEAD = (
     b"SIP/2.0 200 OK\r\n"
@@ -43,6 +48,8 @@ def test_defaults_and_descriptions() -> None:
     assert cfg.product_mode == "strip_versions"
     assert cfg.product_headers == ("Server", "User-Agent")
     assert cfg.strip_headers == ("P-Charging-Vector", "P-Charging-Function-Addresses")
+    assert cfg.hide_topology is True
+    assert cfg.hide_networks == ()
     for name, info in SanitizeConfig.model_fields.items():
         assert info.description, f"{name} has no description"
     with pytest.raises(pydantic.ValidationError):
@@ -106,9 +113,12 @@ def test_trust_domain_headers_are_removed_with_their_line_only() -> None:
     assert to_bytes(out) == without(msg.raw, pcv)
 
 
-def test_record_route_contact_and_via_are_never_touched() -> None:
+def test_without_secret_or_local_record_route_contact_and_via_are_not_touched() -> None:
+    """Hiding needs the token key and the endpoint the message leaves from; the one-argument
+    ``outgoing`` (the proxy's current call) keeps its old behaviour."""
     msg = response(b"Server: Acme/1\r\n")
-    out = Sanitizer().outgoing(msg)
+    out = Sanitizer().outgoing(msg, LOCAL)
+    assert Sanitizer(secret=SECRET).outgoing(msg).raw == out.raw
     for name in ("Via", "Record-Route", "Contact"):
         assert out.headers.get_all(name) == msg.headers.get_all(name)
     assert private_addresses(out) == [("Record-Route", "10.0.0.5"), ("Contact", "10.0.0.7")]
@@ -152,3 +162,66 @@ def test_any_product_list_round_trips_and_leaves_other_bytes(
     ) == without(msg.raw, line)
     if mode in ("strip_versions", "replace"):
         assert "/" not in (out.headers.get("Server") or "")
+
+
+# -- topology hiding -------------------------------------------------------------------------------
+
+
+def in_dialog_bye(hidden: Response) -> Request:
+    """The BYE a client sends from a hidden 2xx: Request-URI = Contact, Route = reversed RRs."""
+    routes = ", ".join(f"<{a.uri_text}>" for a in reversed(hidden.record_route))
+    msg = parse_message(
+        f"BYE {hidden.contact[0].uri_text} SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK9\r\n"
+        f"Route: {routes}\r\n"
+        "From: <sip:caller@192.0.2.10>;tag=1\r\nTo: <sip:100@198.51.100.5>;tag=2\r\n"
+        "Call-ID: c1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n".encode()
+    )
+    assert isinstance(msg, Request)
+    return msg
+
+
+def test_outgoing_hides_topology_and_incoming_restores_it() -> None:
+    sanitizer = Sanitizer(secret=SECRET)
+    msg = response(b"Server: Asterisk PBX/18.9.0\r\n")
+    out = sanitizer.outgoing(msg, LOCAL)
+    assert out.headers.get("Server") == "Asterisk PBX"
+    assert private_addresses(out) == []
+    assert b"10.0.0." not in out.raw
+    restored = sanitizer.incoming(in_dialog_bye(out))
+    assert restored is not None
+    assert restored.uri == "sip:100@10.0.0.7:5060"
+    assert restored.headers.get("Route") == "<sip:198.51.100.1;lr>, <sip:10.0.0.5;lr>"
+
+
+def test_incoming_refuses_a_forged_token_and_passes_plain_requests() -> None:
+    sanitizer = Sanitizer(secret=SECRET)
+    out = Sanitizer(secret=b"some-other-gateway-secret-012345").outgoing(response(), LOCAL)
+    assert sanitizer.incoming(in_dialog_bye(out)) is None
+    plain = in_dialog_bye(response())
+    assert sanitizer.incoming(plain) is plain
+
+
+def test_hiding_off_leaves_both_directions_alone() -> None:
+    sanitizer = Sanitizer(SanitizeConfig(hide_topology=False), secret=SECRET)
+    msg = response()
+    assert sanitizer.outgoing(msg, LOCAL) is msg
+    forged = in_dialog_bye(Sanitizer(secret=b"x" * 32).outgoing(msg, LOCAL))
+    assert sanitizer.incoming(forged) is forged
+    assert Sanitizer().incoming(forged) is forged
+
+
+def test_hide_networks_reach_the_hider() -> None:
+    sanitizer = Sanitizer(SanitizeConfig(hide_networks=("198.51.100.0/24",)), secret=SECRET)
+    out = sanitizer.outgoing(response(), LOCAL)
+    assert b"198.51.100.1" not in out.raw
+    assert b"To:   <sip:100@198.51.100.5>" in out.raw  # From/To do not route: kept
+
+
+def test_bad_hide_networks_name_the_key() -> None:
+    with pytest.raises(pydantic.ValidationError, match="hide_networks"):
+        SanitizeConfig(hide_networks=("10.0.0.0/33",))
+    with pytest.raises(ConfigFileError) as info:
+        parse_settings({"gateway": {"sanitize": {"hide_networks": ["nope"]}}}, "gw.toml")
+    assert "gateway.sanitize.hide_networks" in str(info.value)
+    assert "'nope'" in str(info.value)
