@@ -32,7 +32,8 @@ FORBIDDEN = {
 #: The pure parts of the gateway: policy, sanitising, verdicts and the proxy core decide; only
 #: gateway/server.py touches sockets and the clock.
 PURE_GATEWAY = [
-    SRC / "gateway" / name for name in ("policy.py", "sanitize.py", "verdict.py", "proxy.py")
+    SRC / "gateway" / name
+    for name in ("policy.py", "sanitize.py", "topology.py", "verdict.py", "proxy.py")
 ]
 #: Blocklist state and its exports: the store's rules and the in-memory default are pure too.
 PURE_STORE = [

@@ -591,7 +591,14 @@ def _full_stack(**policy_kw: object) -> tuple[StatelessProxy, object]:
 
     engine = Engine([cls() for cls in DETECTORS.values()])
     enforcer = Enforcer(Policy(PolicyConfig(**policy_kw)))  # type: ignore[arg-type]
-    proxy = StatelessProxy(config(), engine=engine, policy=enforcer, outgoing=Sanitizer().outgoing)
+    sanitizer = Sanitizer(secret=b"k" * 32)
+    proxy = StatelessProxy(
+        config(),
+        engine=engine,
+        policy=enforcer,
+        outgoing=sanitizer.outgoing,
+        incoming=sanitizer.incoming,
+    )
     return proxy, enforcer
 
 
@@ -693,3 +700,36 @@ def test_stun_response_for_ipv6_and_refusals() -> None:
     assert stun_binding_response(b"\x01\x01\x00\x00" + STUN_COOKIE + transaction, src) is None
     assert stun_binding_response(b"\x00\x01\x00\x08" + STUN_COOKIE + transaction, src) is None
     assert stun_binding_response(b"\x00\x01\x00\x00" + STUN_COOKIE[:3], src) is None
+
+
+def test_topology_hidden_going_out_and_restored_coming_in() -> None:
+    """The core's private Contact and Record-Route leave as the gateway's address with a
+    token; the client's in-dialog request carries them back and the core gets its own
+    addresses; a forged token is dropped and counted."""
+    from sipwarden.gateway.sanitize import Sanitizer
+
+    sanitizer = Sanitizer(secret=b"k" * 32)
+    proxy = StatelessProxy(config(), outgoing=sanitizer.outgoing, incoming=sanitizer.incoming)
+    forwarded = forward(proxy, request("INVITE"))
+    ok = answer(forwarded).replace(
+        b"Content-Length: 0",
+        b"Contact: <sip:core@10.0.0.5:5080>\r\nRecord-Route: <sip:10.0.0.6;lr>\r\n"
+        b"Content-Length: 0",
+    )
+    [send] = proxy.on_datagram(ok, UPSTREAM, UP_LOCAL, NOW)
+    assert send.dest == CLIENT
+    out = parse_message(send.data)
+    assert isinstance(out, Response)
+    assert b"10.0.0." not in send.data
+    contact = out.headers.get("contact") or ""
+    route = out.headers.get("record-route") or ""
+    assert "127.0.0.1:5060" in contact and ";swt=" in contact
+    assert "127.0.0.1:5060" in route and ";lr" in route
+    target = contact.strip("<>")
+    bye = request("BYE", uri=target, extra=f"Route: {route}\r\n", cseq=2)
+    restored = forward(proxy, bye)
+    assert restored.uri == "sip:core@10.0.0.5:5080"
+    assert restored.headers.get("route") == "<sip:10.0.0.6;lr>"
+    forged = bye.replace(b";swt=", b";swt=A", 1)
+    assert proxy.on_datagram(forged, CLIENT, LISTEN, NOW) == []
+    assert proxy.stats.dropped[DropReason.TOPOLOGY_TOKEN] == 1

@@ -72,7 +72,7 @@ import ipaddress
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from sipwarden.detect.engine import Engine
 from sipwarden.detect.finding import Finding
@@ -94,6 +94,7 @@ from sipwarden.sip.serialize import (
 
 __all__ = [
     "BRANCH_PREFIX",
+    "Incoming",
     "Outgoing",
     "PolicyFn",
     "ProxyConfig",
@@ -104,9 +105,15 @@ __all__ = [
     "stun_binding_response",
 ]
 
+M = TypeVar("M", Request, Response)
+
 #: An edit of messages leaving toward the untrusted side (gateway/sanitize.py
-#: ``Sanitizer.outgoing``: product versions, trust-domain headers).
-Outgoing = Callable[[Request | Response], Request | Response]
+#: ``Sanitizer.outgoing``: product versions, trust-domain headers, topology hiding), given the
+#: local endpoint the message leaves from (what hidden addresses are replaced by).
+Outgoing = Callable[[Request | Response, Endpoint], Request | Response]
+#: The inverse edit of messages arriving from the untrusted side (``Sanitizer.incoming``:
+#: hidden addresses restored); None when a token does not authenticate (dropped).
+Incoming = Callable[[Request | Response], Request | Response | None]
 
 #: Every branch this gateway writes starts with this (the RFC 3261 magic cookie + "sw").
 BRANCH_PREFIX = BRANCH_COOKIE + "sw"
@@ -262,6 +269,7 @@ class StatelessProxy:
         engine: Engine | None = None,
         policy: PolicyFn | None = None,
         outgoing: Outgoing | None = None,
+        incoming: Incoming | None = None,
     ) -> None:
         if not config.listen:
             raise ValueError("the gateway needs at least one listen endpoint")
@@ -269,6 +277,7 @@ class StatelessProxy:
         self.engine = engine
         self.policy: PolicyFn = policy if policy is not None else forward_all
         self.outgoing = outgoing
+        self.incoming = incoming
         self.stats = ProxyStats()
         self._listen_index = {ep: i for i, ep in enumerate(config.listen)}
         #: UDP flows that may be kept alive: (ip, port) -> when their last STUN answer went.
@@ -513,8 +522,11 @@ class StatelessProxy:
         return False
 
     def _request_upstream(
-        self, request: Request, src: Endpoint, local: Endpoint, now: float
+        self, arrived: Request, src: Endpoint, local: Endpoint, now: float
     ) -> list[Send]:
+        request = self._restore(arrived)
+        if request is None:
+            return []
         vias = request.via
         if not vias:
             self.stats.drop(DropReason.MALFORMED)
@@ -577,7 +589,7 @@ class StatelessProxy:
         out = apply_edits(
             request, [push_via_edit(request, our_via), decrement_max_forwards_edit(request)]
         )
-        data = out.raw if self.outgoing is None else self.outgoing(out).raw
+        data = out.raw if self.outgoing is None else self.outgoing(out, local).raw
         self.stats.forwarded_requests += 1
         return [Send(data, dest, local)]
 
@@ -591,16 +603,30 @@ class StatelessProxy:
             return []
         out = pop_via(response)
         if not from_upstream:
+            restored = self._restore(out)
+            if restored is None:
+                return []
             self.stats.forwarded_responses += 1
-            return [Send(out.raw, self.config.upstream, self.config.upstream_local)]
+            return [Send(restored.raw, self.config.upstream, self.config.upstream_local)]
         local = self.config.listen[index]
         dest = _response_destination(next_hop, local.transport)
         if dest is None:
             self.stats.drop(DropReason.NO_ROUTE)
             return []
-        data = out.raw if self.outgoing is None else self.outgoing(out).raw
+        data = out.raw if self.outgoing is None else self.outgoing(out, local).raw
         self.stats.forwarded_responses += 1
         return [Send(data, dest, local)]
+
+    def _restore(self, msg: M) -> M | None:
+        """``msg`` from the untrusted side with hidden addresses restored (the ``incoming``
+        edit); None, counted, when a topology token does not authenticate."""
+        if self.incoming is None:
+            return msg
+        restored = self.incoming(msg)
+        if restored is None:
+            self.stats.drop(DropReason.TOPOLOGY_TOKEN)
+            return None
+        return restored  # type: ignore[return-value]
 
 
 #: RFC 5389 §6: every STUN message carries this at offset 4.

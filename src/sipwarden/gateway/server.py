@@ -57,6 +57,7 @@ from sipwarden.detect.engine import Engine
 from sipwarden.errors import InputError
 from sipwarden.gateway.enforcer import Enforcer
 from sipwarden.gateway.proxy import (
+    Incoming,
     Outgoing,
     PolicyFn,
     ProxyConfig,
@@ -171,6 +172,7 @@ class GatewayServer:
         policy: PolicyFn | None = None,
         outgoing: Outgoing | None = None,
         *,
+        incoming: Incoming | None = None,
         secret: bytes | None = None,
         fail_open: bool = False,
         on_tick: Callable[[float], None] | None = None,
@@ -186,6 +188,7 @@ class GatewayServer:
         self.engine = engine
         self.policy = policy
         self.outgoing = outgoing
+        self.incoming = incoming
         self.secret = secret if secret is not None else os.urandom(32)
         self.fail_open = fail_open
         #: Called with the wall clock at start and every tick (the CLI mirrors the shared
@@ -253,7 +256,7 @@ class GatewayServer:
             secret=self.secret,
             fail_open=self.fail_open,
         )
-        self.proxy = StatelessProxy(config, self.engine, self.policy, self.outgoing)
+        self.proxy = StatelessProxy(config, self.engine, self.policy, self.outgoing, self.incoming)
         self._trusted = _trusted_of(self.policy)
         if self.metrics is not None:
             self._attach_metrics(self.metrics)
@@ -564,23 +567,20 @@ class GatewayServer:
         engine: Engine | None = None,
         policy: PolicyFn | None = None,
         outgoing: Outgoing | None = None,
+        incoming: Incoming | None = None,
     ) -> None:
-        """Swap the engine, the policy and/or the outgoing edit between two messages (SIGHUP
-        reload): the sockets, connections and the proxy's counters stay."""
-        if engine is not None:
-            self.engine = engine
-        if policy is not None:
-            self.policy = policy
-        if outgoing is not None:
-            self.outgoing = outgoing
-        if self.proxy is not None:
-            if engine is not None:
-                self.proxy.engine = engine
-            if policy is not None:
-                self.proxy.policy = policy
-                self._trusted = _trusted_of(policy)
-            if outgoing is not None:
-                self.proxy.outgoing = outgoing
+        """Swap the engine, the policy and/or the outgoing/incoming edits between two
+        messages (SIGHUP reload): the sockets, connections and the proxy's counters stay."""
+        self.engine = engine if engine is not None else self.engine
+        self.policy = policy if policy is not None else self.policy
+        self.outgoing = outgoing if outgoing is not None else self.outgoing
+        self.incoming = incoming if incoming is not None else self.incoming
+        self._trusted = _trusted_of(self.policy)
+        proxy = self.proxy
+        if proxy is not None:
+            proxy.engine, proxy.outgoing, proxy.incoming = self.engine, self.outgoing, self.incoming
+            if self.policy is not None:
+                proxy.policy = self.policy
         if self.metrics is not None and self.proxy is not None:
             self._attach_metrics(self.metrics)
 

@@ -23,6 +23,7 @@ class DropReason(StrEnum):
     TOO_MANY_HOPS = "too_many_hops"  # Max-Forwards reached 0: 483
     LOOP = "loop"  # the request already passed through this gateway (RFC 3261 §16.3)
     NO_ROUTE = "no_route"  # a response whose top Via is not ours, or no upstream
+    TOPOLOGY_TOKEN = "topology_token"  # a hidden address whose token does not authenticate
     ENGINE_ERROR = "engine_error"  # the engine or the policy raised and the gateway fails closed
     OVERLOAD = "overload"  # the gateway itself is saturated: 503 + Retry-After
 
