@@ -10,9 +10,11 @@ Layout (``examples/sipwarden.toml`` is a commented example)::
     [exchange]  sender_id       the FS.38 ``sender_id`` of the events this operator writes
     [events]    min_severity    findings at or above it become FS.38 events
     [gateway]                   ``sipwarden gateway``: listen, upstream, fail_open, allow_public,
-                                blocklist_db, metrics, secret_file (flags override them)
+                                blocklist_db, metrics, secret_file, workers, tls_cert, tls_key,
+                                upstream_ca, upstream_server_name (flags override them)
     [gateway.policy]            gateway.policy.PolicyConfig fields (trusted_peers, ...)
     [gateway.sanitize]          gateway.sanitize.SanitizeConfig fields
+    [gateway.streams]           StreamsConfig: bounds of the TCP/TLS side
 
 A list field ``X`` (``tuple[str, ...]``) may instead, or also, be given as ``X_file``: a path
 relative to the config file, one entry per line, ``#`` starts a comment, blank lines skipped.
@@ -55,13 +57,17 @@ __all__ = [
     "DEFAULT_SENDER_ID",
     "MAX_CONFIG_BYTES",
     "MAX_LIST_FILE_BYTES",
+    "MAX_WORKERS",
     "ConfigFileError",
     "EventsConfig",
     "ExchangeConfig",
     "GatewayConfig",
     "Settings",
+    "StreamsConfig",
     "load_settings",
     "parse_settings",
+    "private_file_problem",
+    "read_secret_file",
 ]
 
 #: Used until an operator names itself. It matches the FS.38 1.0 ``sender_id`` pattern
@@ -84,6 +90,13 @@ _SECTIONS = ("engine", "detectors", "exchange", "events", "gateway")
 #: anything much larger than a key is a wrong path.
 MIN_SECRET_BYTES = 32
 MAX_SECRET_BYTES = 4096
+#: Most ``--workers``: one process per core is the useful most (each worker is one asyncio
+#: loop, single-threaded); 64 covers the largest single hosts a SIP edge runs on and bounds the
+#: processes, sockets and memory a typo can ask for.
+MAX_WORKERS = 64
+#: A server name as sent in SNI and checked against a certificate (RFC 1035 §2.3.4: 253
+#: characters of letters, digits, '-' and '.'); an IP literal also fits.
+_SERVER_NAME = re.compile(r"^[A-Za-z0-9._:-]{1,253}$")
 
 
 class ConfigFileError(ConfigError):
@@ -145,6 +158,58 @@ def _check_listen(value: tuple[str, ...] | None) -> tuple[str, ...] | None:
     return value
 
 
+class StreamsConfig(BaseModel):
+    """``[gateway.streams]``: bounds of the TCP/TLS side (``tcp:`` / ``tls:`` addresses). An
+    attacker opens connections for free, so each is capped; the defaults are
+    :class:`sipwarden.gateway.server.StreamOptions` (a test holds them equal)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    idle_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        le=86_400,
+        description=(
+            "Close a connection idle this long, seconds. Kamailio's tcp_connection_lifetime is "
+            "120 s; ours is longer because RFC 5626 §4.4.1 clients send keep-alives every "
+            "95-120 s, so a flow that keeps itself alive stays open. At most a day."
+        ),
+    )
+    max_connections: int = Field(
+        2048,
+        ge=1,
+        le=1_048_576,
+        description=(
+            "Most concurrent connections from the untrusted side, per worker; above it new "
+            "ones are closed at once and counted. Default as Kamailio tcp_max_connections "
+            "(2048); at most 2^20, Linux's default fs.nr_open (each connection is a file "
+            "descriptor)."
+        ),
+    )
+    max_connections_per_source: int = Field(
+        64,
+        ge=1,
+        le=1_048_576,
+        description=(
+            "Most concurrent connections from one source IP, per worker: one attacker must "
+            "not take every slot, while a NAT sharing one IP among many phones still fits. "
+            "Default 64: no published anchor (Kamailio has no per-IP cap in core; pike limits "
+            "requests, not connections). Above max_connections it never applies."
+        ),
+    )
+    handshake_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description=(
+            "A TLS handshake (and the first byte on a TCP connection) must complete within "
+            "this, seconds; slow handshakes are how one host holds many connections. Default "
+            "5 s: no published anchor; a handshake on a sane network takes a few round trips, "
+            "well under a second."
+        ),
+    )
+
+
 class GatewayConfig(BaseModel):
     """The ``[gateway]`` section. A scalar left out (None) means "as the command line says"."""
 
@@ -154,13 +219,15 @@ class GatewayConfig(BaseModel):
         None,
         min_length=1,
         description=(
-            "Untrusted-side addresses, udp:IP:PORT or udp:[IPv6]:PORT; --listen replaces them. "
-            "No default: where to listen is the operator's decision."
+            "Untrusted-side addresses, udp|tcp|tls:IP:PORT or udp|tcp|tls:[IPv6]:PORT; --listen "
+            "replaces them. No default: where to listen is the operator's decision."
         ),
     )
     upstream: str | None = Field(
         None,
-        description="The protected SBC/core, udp:IP:PORT; --upstream replaces it. No default.",
+        description=(
+            "The protected SBC/core, udp|tcp|tls:IP:PORT; --upstream replaces it. No default."
+        ),
     )
     fail_open: bool | None = Field(
         None,
@@ -190,15 +257,58 @@ class GatewayConfig(BaseModel):
     secret_file: Path | None = Field(
         None,
         description=(
-            "File of at least 32 random bytes keying the Via branch digest, shared by several "
-            "workers behind one address (relative to the config file; mode 600). Unset: a "
-            "random key per process, right for a single worker."
+            "File of at least 32 random bytes keying the Via branch digest and the topology "
+            "tokens, shared by every gateway behind one address (relative to the config file; "
+            "mode 600). Unset: a random key per start, shared by the --workers of that start; "
+            "branches and tokens handed out then do not survive a restart."
+        ),
+    )
+    workers: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_WORKERS,
+        description=(
+            "Worker processes sharing the listen addresses with SO_REUSEPORT (the kernel "
+            "spreads flows by their address 4-tuple, so one client stays on one worker); "
+            "--workers overrides. Unset: 1, one process and no supervisor. With more than one, "
+            "metrics are served by worker i on the metrics port + i."
+        ),
+    )
+    tls_cert: Path | None = Field(
+        None,
+        description=(
+            "Certificate chain (PEM) presented on tls: listen addresses, relative to the config "
+            "file; --tls-cert overrides. Required with a tls: listen address. No default."
+        ),
+    )
+    tls_key: Path | None = Field(
+        None,
+        description=(
+            "Private key (PEM, unencrypted) of tls_cert, relative to the config file; mode 600 "
+            "(refused when group or other may read it, as ssh refuses a readable private key); "
+            "--tls-key overrides. Required with a tls: listen address."
+        ),
+    )
+    upstream_ca: Path | None = Field(
+        None,
+        description=(
+            "CA bundle (PEM) a tls: upstream's certificate must chain to, relative to the "
+            "config file; --upstream-ca overrides. Unset: the system's CAs. The upstream's "
+            "certificate is always verified."
+        ),
+    )
+    upstream_server_name: str | None = Field(
+        None,
+        description=(
+            "Name checked against a tls: upstream's certificate and sent as SNI; "
+            "--upstream-server-name overrides. Unset: the upstream's IP address."
         ),
     )
     policy: PolicyConfig = Field(default_factory=PolicyConfig, description="[gateway.policy]")
     sanitize: SanitizeConfig = Field(
         default_factory=SanitizeConfig, description="[gateway.sanitize]"
     )
+    streams: StreamsConfig = Field(default_factory=StreamsConfig, description="[gateway.streams]")
 
     _listen = field_validator("listen")(_check_listen)
 
@@ -207,6 +317,13 @@ class GatewayConfig(BaseModel):
     def _upstream_address(cls, value: str | None) -> str | None:
         if value is not None:
             _check_listen((value,))
+        return value
+
+    @field_validator("upstream_server_name")
+    @classmethod
+    def _server_name(cls, value: str | None) -> str | None:
+        if value is not None and not _SERVER_NAME.match(value):
+            raise ValueError("must be a DNS name or IP address (letters, digits, '-', '.', ':')")
         return value
 
     @field_validator("metrics")
@@ -305,7 +422,12 @@ def _parse_gateway(
     ``trusted_peers_file`` works as in detector sections), paths made relative to the config
     file, and the secret file read."""
     values = dict(values)
-    for name, model in (("policy", PolicyConfig), ("sanitize", SanitizeConfig)):
+    sections: tuple[tuple[str, type[BaseModel]], ...] = (
+        ("policy", PolicyConfig),
+        ("sanitize", SanitizeConfig),
+        ("streams", StreamsConfig),
+    )
+    for name, model in sections:
         path = ("gateway", name)
         sub = values.get(name, {})
         if not isinstance(sub, dict):
@@ -321,7 +443,7 @@ def _parse_gateway(
         values[name] = _validate(model, expanded, path, source, origins)
     gateway = _validate(GatewayConfig, values, ("gateway",), source)
     updates: dict[str, Path] = {}
-    for name in ("blocklist_db", "secret_file"):
+    for name in ("blocklist_db", "secret_file", "tls_cert", "tls_key", "upstream_ca"):
         relative: Path | None = getattr(gateway, name)
         if relative is not None and base_dir is not None:
             updates[name] = base_dir / relative
@@ -347,13 +469,9 @@ def read_secret_file(path: Path, source: str) -> bytes:
         os.close(fd)
         raise ConfigFileError(source, key, f"{path}: not a regular file")
     with os.fdopen(fd, "rb") as handle:
-        if info.st_mode & 0o066:
-            raise ConfigFileError(
-                source,
-                key,
-                f"{path}: readable or writable by group/other (mode "
-                f"{stat.S_IMODE(info.st_mode):03o}); chmod 600 it",
-            )
+        problem = private_file_problem(info.st_mode)
+        if problem is not None:
+            raise ConfigFileError(source, key, f"{path}: {problem}")
         data = handle.read(MAX_SECRET_BYTES + 1)
     if not MIN_SECRET_BYTES <= len(data) <= MAX_SECRET_BYTES:
         raise ConfigFileError(
@@ -363,6 +481,15 @@ def read_secret_file(path: Path, source: str) -> bytes:
             f"(e.g. head -c 32 /dev/urandom), not {len(data)}",
         )
     return hashlib.blake2b(data, digest_size=32, person=b"sipwarden-branch").digest()
+
+
+def private_file_problem(mode: int) -> str | None:
+    """Why a file holding a key must not be used with this ``st_mode`` (None: it may): group
+    or other may read or write it. As ssh refuses a readable private key: a key others can
+    read is no longer secret, one they can write is no longer ours."""
+    if mode & 0o066:
+        return f"readable or writable by group/other (mode {stat.S_IMODE(mode):03o}); chmod 600 it"
+    return None
 
 
 # -- helpers -----------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from sipwarden.net import parse_host_port
 
 __all__ = [
     "LATENCY_BUCKETS_S",
+    "ConnectionCounts",
     "GatewayMetrics",
     "JsonFormatter",
     "StateHolder",
@@ -79,12 +80,28 @@ class _Stats(Protocol):
     def dropped(self) -> Mapping[DropReason, int]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class ConnectionCounts:
+    """The stream (TCP/TLS) side at scrape time, for :meth:`GatewayMetrics.attach`."""
+
+    #: Connections open now, by side (``outside``: accepted on the listen addresses;
+    #: ``upstream``: to the protected node).
+    open: Mapping[str, int]
+    #: Connections refused on accept since start, by reason (``blocklisted``,
+    #: ``max_connections``, ``max_connections_per_source``).
+    refused: Mapping[str, int]
+    #: Connections the gateway closed since start, by reason (``idle``, ``silent`` - no SIP
+    #: within the handshake timeout -, ``framing``, ``slow_reader``, ``shutdown``).
+    closed: Mapping[str, int] = field(default_factory=dict)
+
+
 @dataclass
 class _Sources:
     stats: Callable[[], _Stats | None] = lambda: None
     received: Callable[[], Mapping[str, int]] = dict
     errors: Callable[[], Mapping[str, int]] = dict
     state: Mapping[str, StateHolder] = field(default_factory=dict)
+    connections: Callable[[], ConnectionCounts] | None = None
 
 
 class GatewayMetrics:
@@ -110,14 +127,18 @@ class GatewayMetrics:
         received: Callable[[], Mapping[str, int]],
         errors: Callable[[], Mapping[str, int]],
         state: Mapping[str, StateHolder],
+        connections: Callable[[], ConnectionCounts] | None = None,
     ) -> None:
         """Where the collector reads at scrape time: the proxy's counters, datagrams received
         by direction, the adapter's error counters (name → count, exported as
-        ``sipwarden_gateway_<name>_errors_total``) and the components with bounded state."""
+        ``sipwarden_gateway_<name>_errors_total``), the components with bounded state and,
+        when the gateway has a TCP/TLS side, its connections (``connections``; without it the
+        two connection families are not exported at all)."""
         self._sources.stats = stats
         self._sources.received = received
         self._sources.errors = errors
         self._sources.state = dict(state)
+        self._sources.connections = connections
 
     def exposition(self) -> bytes:
         """The text exposition format (what ``/metrics`` returns)."""
@@ -192,6 +213,35 @@ class _GatewayCollector(Collector):
             evictions.add_metric([component], holder.evictions())
         yield sizes
         yield evictions
+        if src.connections is not None:
+            yield from _connection_families(src.connections())
+
+
+def _connection_families(counts: ConnectionCounts) -> Iterator[Metric]:
+    open_now = GaugeMetricFamily(
+        "sipwarden_gateway_connections",
+        "TCP/TLS connections open now, by side (outside = accepted on the listen addresses).",
+        labels=["side"],
+    )
+    for side, count in sorted(counts.open.items()):
+        open_now.add_metric([side], count)
+    refused = CounterMetricFamily(
+        "sipwarden_gateway_connections_refused",
+        "TCP/TLS connections refused on accept, by reason.",
+        labels=["reason"],
+    )
+    for reason, count in sorted(counts.refused.items()):
+        refused.add_metric([reason], count)
+    closed = CounterMetricFamily(
+        "sipwarden_gateway_connections_closed",
+        "TCP/TLS connections the gateway closed, by reason.",
+        labels=["reason"],
+    )
+    for reason, count in sorted(counts.closed.items()):
+        closed.add_metric([reason], count)
+    yield open_now
+    yield refused
+    yield closed
 
 
 # -- /metrics over HTTP ------------------------------------------------------------------------
@@ -353,14 +403,35 @@ class JsonFormatter(logging.Formatter):
         return _json.dumps(doc, ensure_ascii=True)
 
 
-def configure_logging(json: bool, level: int | str = logging.INFO) -> None:
+class _WorkerTag(logging.Filter):
+    """Adds ``worker`` (the ``--workers`` index) to every record of a worker process."""
+
+    def __init__(self, worker: int) -> None:
+        super().__init__()
+        self.worker = worker
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.worker = self.worker
+        return True
+
+
+def configure_logging(
+    json: bool, level: int | str = logging.INFO, worker: int | None = None
+) -> None:
     """Send the root logger to stderr, as JSON lines or as text; replaces earlier handlers
-    (calling it twice does not duplicate lines)."""
+    (calling it twice does not duplicate lines). ``worker``: the index of a ``--workers``
+    process, added to every line (a ``worker`` field in JSON, ``[worker N]`` in text) so the
+    interleaved lines of several processes can be told apart."""
     handler = logging.StreamHandler(sys.stderr)
     if json:
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        tag = f" [worker {worker}]" if worker is not None else ""
+        handler.setFormatter(
+            logging.Formatter(f"%(asctime)s %(levelname)s{tag} %(name)s: %(message)s")
+        )
+    if worker is not None:
+        handler.addFilter(_WorkerTag(worker))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

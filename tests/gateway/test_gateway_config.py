@@ -3,19 +3,37 @@ over it, every error names the file and key, and the shared branch key file is c
 
 from __future__ import annotations
 
+import datetime
+import json
 import os
 import socket
+import ssl
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
-from sipwarden.cli.gateway import _first
-from sipwarden.config import ConfigFileError, Settings, load_settings, parse_settings
+from sipwarden.cli.gateway import GatewayFlags, GatewayPlan, _first, check_tls_files
+from sipwarden.config import (
+    ConfigFileError,
+    Settings,
+    StreamsConfig,
+    load_settings,
+    parse_settings,
+)
 from sipwarden.detect import Engine
+from sipwarden.errors import InputError
 from sipwarden.gateway.enforcer import Enforcer
 from sipwarden.gateway.policy import Policy, PolicyConfig
 from sipwarden.gateway.proxy import ProxyConfig, StatelessProxy
 from sipwarden.gateway.sanitize import Sanitizer
+from sipwarden.gateway.server import StreamOptions, parse_address
 from sipwarden.net import Endpoint
 from sipwarden.sip import Request, Response, parse_message
 from tests.conftest import REPO
@@ -181,7 +199,7 @@ def test_commented_example_section_loads_when_uncommented(tmp_path: Path) -> Non
             "gateway.listen",
             "twice",
         ),
-        ('[gateway]\nupstream = "tcp:127.0.0.1:5070"', "gateway.upstream", "only UDP"),
+        ('[gateway]\nupstream = "sctp:127.0.0.1:5070"', "gateway.upstream", "tls:IP:PORT"),
         ('[gateway]\nmetrics = "nowhere"', "gateway.metrics", "IP:PORT"),
         ('[gateway]\nfail_open = "maybe"', "gateway.fail_open", "boolean"),
         ("[gateway.policy]\nmax_body_bytes = -1", "gateway.policy.max_body_bytes", "greater"),
@@ -332,3 +350,283 @@ def test_cli_config_error_names_the_key_and_never_prints_the_secret(tmp_path: Pa
     assert result.returncode == 0, result.stderr
     assert "TOPSECRET" not in result.stderr + result.stdout
     assert isinstance(parse_message(options()), Request)
+
+
+# -- TCP/TLS: files, stream bounds, workers ----------------------------------------------------
+
+
+def tls_transport_landed() -> bool:
+    try:
+        parse_address("tls:127.0.0.1:5061")
+    except InputError:
+        return False
+    return True
+
+
+needs_tls_transport = pytest.mark.skipif(
+    not tls_transport_landed(), reason="tcp:/tls: addresses not accepted by gateway/server.py yet"
+)
+
+
+def make_tls_files(
+    directory: Path, *, key_mode: int = 0o600, password: bytes | None = None
+) -> tuple[Path, Path]:
+    """A self-signed certificate for gw.test and its key (EC P-256), written as PEM."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gw.test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("gw.test")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(password)
+        if password is not None
+        else serialization.NoEncryption()
+    )
+    key_path.touch(mode=0o600)
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+    )
+    key_path.chmod(key_mode)
+    return cert_path, key_path
+
+
+def tls_plan(cert: Path | None, key: Path | None, **extra: Any) -> GatewayPlan:
+    flags = GatewayFlags(
+        listen=("tls:127.0.0.1:5061",), upstream="udp:127.0.0.1:5070", tls_cert=cert,
+        tls_key=key, **extra,
+    )  # fmt: skip
+    return GatewayPlan.resolve(flags, Settings())
+
+
+def test_tls_and_stream_keys_load_relative_to_the_config(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+[gateway]
+tls_cert = "tls/cert.pem"
+tls_key = "tls/key.pem"
+upstream_ca = "/etc/ssl/ca.pem"
+upstream_server_name = "sbc.example.net"
+workers = 4
+
+[gateway.streams]
+idle_timeout_s = 120
+max_connections = 100
+""",
+    )
+    gw = load_settings(path).gateway
+    assert gw.tls_cert == tmp_path / "tls" / "cert.pem" and gw.tls_key == tmp_path / "tls/key.pem"
+    assert gw.upstream_ca == Path("/etc/ssl/ca.pem")  # absolute stays absolute
+    assert gw.upstream_server_name == "sbc.example.net" and gw.workers == 4
+    assert (gw.streams.idle_timeout_s, gw.streams.max_connections) == (120, 100)
+    # Keys left out keep their defaults, which are the server's own.
+    assert gw.streams.handshake_timeout_s == StreamOptions().handshake_timeout_s
+    assert gw.streams.max_connections_per_source == StreamOptions().max_connections_per_source
+    default = StreamsConfig()
+    assert (default.idle_timeout_s, default.max_connections) == (
+        StreamOptions().idle_timeout_s,
+        StreamOptions().max_connections,
+    )
+
+
+def test_flags_win_over_the_tls_keys(tmp_path: Path) -> None:
+    path = write(tmp_path, '[gateway]\ntls_cert = "a.pem"\nupstream_server_name = "x.example"\n')
+    flags = GatewayFlags(
+        listen=("udp:127.0.0.1:5060",), upstream="udp:127.0.0.1:5070",
+        tls_cert=Path("b.pem"), workers=3,
+    )  # fmt: skip
+    plan = GatewayPlan.resolve(flags, load_settings(path))
+    assert plan.tls.cert == Path("b.pem") and plan.tls.upstream_server_name == "x.example"
+    assert plan.workers == 3
+
+
+@pytest.mark.parametrize(
+    ("toml", "key", "detail"),
+    [
+        ("[gateway.streams]\nidle_timeout_s = 0", "gateway.streams.idle_timeout_s", "greater"),
+        ("[gateway.streams]\nidle_timeout_s = 1e9", "gateway.streams.idle_timeout_s", "less"),
+        ("[gateway.streams]\nmax_connections = 0", "gateway.streams.max_connections", "greater"),
+        (
+            "[gateway.streams]\nmax_connections_per_source = 0",
+            "gateway.streams.max_connections_per_source",
+            "greater",
+        ),
+        (
+            "[gateway.streams]\nhandshake_timeout_s = 301",
+            "gateway.streams.handshake_timeout_s",
+            "less",
+        ),
+        ("[gateway.streams]\nidle_s = 1", "gateway.streams.idle_s", "Extra inputs"),
+        ("[gateway]\nstreams = 1", "gateway.streams", "must be a table"),
+        ("[gateway]\nworkers = 0", "gateway.workers", "greater"),
+        ("[gateway]\nworkers = 65", "gateway.workers", "less"),
+        ('[gateway]\nupstream_server_name = "a b"', "gateway.upstream_server_name", "DNS name"),
+        ("[gateway]\ntls_key = 5", "gateway.tls_key", "path"),
+    ],
+)
+def test_stream_tls_and_worker_errors_name_the_key(
+    tmp_path: Path, toml: str, key: str, detail: str
+) -> None:
+    path = write(tmp_path, toml + "\n")
+    message = error_of(path)
+    assert message.startswith(f"{path}: {key}: "), message
+    assert detail in message
+
+
+@needs_tls_transport
+@pytest.mark.parametrize(
+    ("cert", "key", "missing"),
+    [
+        (None, None, "--tls-cert or gateway.tls_cert"),
+        ("c.pem", None, "--tls-key or gateway.tls_key"),
+    ],
+)
+def test_tls_listen_without_certificate_or_key(
+    cert: str | None, key: str | None, missing: str
+) -> None:
+    with pytest.raises(InputError) as info:
+        tls_plan(Path(cert) if cert else None, Path(key) if key else None)
+    assert info.value.source == "tls:127.0.0.1:5061" and missing in info.value.detail
+
+
+@needs_tls_transport
+def test_good_tls_files_pass(tmp_path: Path) -> None:
+    cert, key = make_tls_files(tmp_path)
+    check_tls_files(tls_plan(cert, key))
+    plan = GatewayPlan.resolve(
+        GatewayFlags(
+            listen=("udp:127.0.0.1:5060",), upstream="tls:127.0.0.1:5061", upstream_ca=cert,
+        ),
+        Settings(),
+    )  # fmt: skip
+    check_tls_files(plan)
+
+
+@needs_tls_transport
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o644])
+def test_tls_key_readable_by_others_is_refused(tmp_path: Path, mode: int) -> None:
+    cert, key = make_tls_files(tmp_path, key_mode=mode)
+    with pytest.raises(InputError) as info:
+        check_tls_files(tls_plan(cert, key))
+    assert info.value.source == str(key)
+    assert "group/other" in info.value.detail and "--tls-key" in info.value.detail
+    assert "PRIVATE KEY" not in str(info.value)
+
+
+@needs_tls_transport
+def test_bad_tls_files_are_named(tmp_path: Path) -> None:
+    cert, key = make_tls_files(tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    _, other_key = make_tls_files(other)
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+    garbage.chmod(0o600)
+
+    def problem(cert_path: Path, key_path: Path) -> InputError:
+        with pytest.raises(InputError) as info:
+            check_tls_files(tls_plan(cert_path, key_path))
+        assert "Traceback" not in str(info.value) and "PRIVATE KEY" not in str(info.value)
+        return info.value
+
+    bad = problem(garbage, key)
+    assert bad.source == str(garbage) and "not a PEM certificate" in bad.detail
+    bad = problem(cert, garbage)
+    assert bad.source == str(garbage) and f"not a PEM private key matching {cert}" in bad.detail
+    bad = problem(cert, other_key)
+    assert bad.source == str(other_key) and "matching" in bad.detail
+    bad = problem(tmp_path / "nope.pem", key)
+    assert bad.source == str(tmp_path / "nope.pem") and "cannot read" in bad.detail
+    bad = problem(cert, other)
+    assert bad.source == str(other) and "not a regular file" in bad.detail
+
+
+@needs_tls_transport
+def test_encrypted_tls_key_is_refused_without_a_prompt(tmp_path: Path) -> None:
+    cert, key = make_tls_files(tmp_path, password=b"correct horse")
+    with pytest.raises(InputError) as info:
+        check_tls_files(tls_plan(cert, key))
+    assert info.value.source == str(key) and "encrypted private keys" in info.value.detail
+
+
+@needs_tls_transport
+def test_bad_upstream_ca_is_named(tmp_path: Path) -> None:
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("no certificate here\n")
+    plan = GatewayPlan.resolve(
+        GatewayFlags(
+            listen=("udp:127.0.0.1:5060",), upstream="tls:127.0.0.1:5061", upstream_ca=bundle,
+        ),
+        Settings(),
+    )  # fmt: skip
+    with pytest.raises(InputError) as info:
+        check_tls_files(plan)
+    assert info.value.source == str(bundle) and "--upstream-ca" in info.value.detail
+
+
+@needs_tls_transport
+def test_cli_tls_errors_before_any_socket(tmp_path: Path) -> None:
+    port = free_port()
+    result = run_cli(
+        "--listen", f"tls:127.0.0.1:{port}", "--upstream", "udp:127.0.0.1:5070",
+        "--duration", "0.2",
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: tls:127.0.0.1:{port}: ")
+    assert "--tls-cert or gateway.tls_cert" in result.stderr
+    cert, key = make_tls_files(tmp_path, key_mode=0o644)
+    result = run_cli(
+        "--listen", f"tls:127.0.0.1:{port}", "--upstream", "udp:127.0.0.1:5070",
+        "--tls-cert", str(cert), "--tls-key", str(key), "--duration", "0.2",
+    )  # fmt: skip
+    assert result.returncode == 2 and f"error: {key}: " in result.stderr
+    assert "chmod 600" in result.stderr and "listening" not in result.stderr
+
+
+@needs_tls_transport
+def test_cli_tls_listen_to_udp_upstream(tmp_path: Path) -> None:
+    """The flags reach the server: a TLS client's OPTIONS comes out as UDP upstream, and the
+    listening line names the transport."""
+    cert, key = make_tls_files(tmp_path)
+    port = free_port()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as upstream:
+        upstream.bind(("127.0.0.1", 0))
+        upstream.settimeout(5)
+        cmd = [
+            sys.executable, "-m", "sipwarden", "gateway", "--listen", f"tls:127.0.0.1:{port}",
+            "--upstream", f"udp:127.0.0.1:{upstream.getsockname()[1]}",
+            "--tls-cert", str(cert), "--tls-key", str(key), "--duration", "20",
+        ]  # fmt: skip
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert proc.stderr is not None
+            line = proc.stderr.readline()
+            assert f"listening on tls:127.0.0.1:{port};" in line, line
+            context = ssl.create_default_context(cafile=str(cert))
+            with (
+                socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+                context.wrap_socket(raw, server_hostname="gw.test") as tls,
+            ):
+                tls.sendall(options().replace(b"SIP/2.0/UDP", b"SIP/2.0/TLS"))
+                data, _ = upstream.recvfrom(65535)
+            assert data.startswith(b"OPTIONS sip:alice@example.net SIP/2.0\r\n")
+            proc.terminate()
+            out, err = proc.communicate(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert proc.returncode == 0, err
+    assert json.loads(out)["forwarded_requests"] == 1

@@ -26,6 +26,7 @@ from sipwarden.gateway.server import GatewayServer
 from sipwarden.gateway.verdict import DropReason
 from sipwarden.net import Endpoint
 from sipwarden.observability import (
+    ConnectionCounts,
     GatewayMetrics,
     JsonFormatter,
     configure_logging,
@@ -241,6 +242,25 @@ def test_metrics_without_attach_and_with_fake_stats() -> None:
     assert got[("sipwarden_gateway_added_latency_seconds_bucket", (("le", "0.0002"),))] == 0
 
 
+def test_connection_families_only_when_the_server_gives_them() -> None:
+    metrics = GatewayMetrics()
+    metrics.attach(stats=lambda: None, received=dict, errors=dict, state={})
+    assert b"sipwarden_gateway_connections" not in metrics.exposition()
+    counts = ConnectionCounts(
+        open={"outside": 12, "upstream": 1},
+        refused={"max_connections": 3, "handshake_timeout": 2},
+    )
+    metrics.attach(
+        stats=lambda: None, received=dict, errors=dict, state={}, connections=lambda: counts
+    )
+    got = samples(metrics.exposition().decode())
+    assert got[("sipwarden_gateway_connections", (("side", "outside"),))] == 12
+    assert got[("sipwarden_gateway_connections", (("side", "upstream"),))] == 1
+    refused = "sipwarden_gateway_connections_refused_total"
+    assert got[(refused, (("reason", "max_connections"),))] == 3
+    assert got[(refused, (("reason", "handshake_timeout"),))] == 2
+
+
 def test_two_metrics_objects_do_not_collide() -> None:
     first, second = GatewayMetrics(), GatewayMetrics()
     first.latency.observe(0.001)
@@ -331,6 +351,20 @@ def test_text_logging(capsys: pytest.CaptureFixture[str], restore_logging: None)
     logging.getLogger("sipwarden.t").warning("hello %s", "there")
     err = capsys.readouterr().err
     assert "WARNING sipwarden.t: hello there" in err
+
+
+def test_worker_index_on_every_line(
+    capsys: pytest.CaptureFixture[str], restore_logging: None
+) -> None:
+    configure_logging(json=True, worker=3)
+    logging.getLogger("sipwarden.t").info("reloaded %s", "x.toml")
+    assert json.loads(capsys.readouterr().err)["worker"] == 3
+    configure_logging(json=False, worker=1)
+    logging.getLogger("sipwarden.t").warning("hello")
+    assert "WARNING [worker 1] sipwarden.t: hello" in capsys.readouterr().err
+    configure_logging(json=True)
+    logging.getLogger("sipwarden.t").info("plain")
+    assert "worker" not in json.loads(capsys.readouterr().err)
 
 
 # -- CLI ---------------------------------------------------------------------------------------
