@@ -733,3 +733,34 @@ def test_topology_hidden_going_out_and_restored_coming_in() -> None:
     forged = bye.replace(b";swt=", b";swt=A", 1)
     assert proxy.on_datagram(forged, CLIENT, LISTEN, NOW) == []
     assert proxy.stats.dropped[DropReason.TOPOLOGY_TOKEN] == 1
+
+
+def test_upstream_401s_to_a_guesser_ban_it() -> None:
+    """The credential detectors read the upstream's answers: each 401 is observed as it leaves
+    toward the guesser (our Via popped), so it matches the guess; the finding it raises bans
+    the guesser, whose next request is dropped."""
+    proxy, enforcer = _full_stack()
+    guesser = Endpoint("192.0.2.66", 5062)
+    for n in range(12):
+        auth = (
+            'Authorization: Digest username="alice", realm="example.net", '
+            f'nonce="n{n}", uri="sip:example.net", response="{n:032x}"\r\n'
+        )
+        data = request(
+            "REGISTER",
+            via=f"SIP/2.0/UDP 192.0.2.66:5062;branch=z9hG4bKg{n};rport",
+            uri="sip:example.net",
+            extra=auth + "Contact: <sip:alice@192.0.2.66:5062>\r\nUser-Agent: Zoiper 5\r\n",
+            cseq=n + 1,
+        )
+        sends = proxy.on_datagram(data, guesser, LISTEN, NOW + n)
+        if not sends:
+            break
+        [send] = sends
+        forwarded = parse_message(send.data)
+        assert isinstance(forwarded, Request)
+        [back] = proxy.on_datagram(answer(forwarded, 401), UPSTREAM, UP_LOCAL, NOW + n + 0.1)
+        assert back.dest == guesser
+    assert enforcer.is_blocked(guesser.ip, NOW + n)  # type: ignore[attr-defined]
+    assert any(b.ip == guesser.ip for b in enforcer.recent)  # type: ignore[attr-defined]
+    assert proxy.stats.dropped[DropReason.BLOCKLISTED] >= 1

@@ -108,32 +108,37 @@ class Enforcer:
         self, obs: Observation, now: float, findings: Sequence[Finding], raw: bytes = b""
     ) -> Verdict:
         verdict = self.policy.decide(obs, now, self.is_blocked, findings, raw)
+        self.ban(findings, now)
+        return verdict
+
+    def ban(self, findings: Sequence[Finding], now: float) -> None:
+        """Apply the bans ``findings`` order (the policy's ``blocklist_entries``): from the
+        message just judged, or from the upstream's answers (a brute-force finding is raised
+        by the tenth 401, not by the guess)."""
         # A source already banned is not banned again for the same episode: the engine keeps
         # extending the episode while the source keeps sending, and re-adding on every packet
         # would extend the ban (and queue a shared-store write) per packet.
         fresh = [f for f in findings if f.source is None or not self.is_blocked(f.source.ip, now)]
-        if fresh:
-            for order in self.policy.blocklist_entries(fresh):
-                try:
-                    entry = self.store.add(
-                        order.ip,
-                        now,
-                        ttl_s=order.ttl_s,
-                        reason=order.reason,
-                        origin="finding",
-                        ref=order.finding_id,
-                    )
-                except StoreFull:
-                    self.bans_refused += 1
-                    continue
-                self.recent.append(AppliedBan.of(order.ip, entry, now))
-                if self.on_ban is not None:
-                    self.on_ban(
-                        AddRequest(
-                            entry.network, now, order.ttl_s, entry.reason, "finding", entry.ref
-                        )
-                    )
-        return verdict
+        if not fresh:
+            return
+        for order in self.policy.blocklist_entries(fresh):
+            try:
+                entry = self.store.add(
+                    order.ip,
+                    now,
+                    ttl_s=order.ttl_s,
+                    reason=order.reason,
+                    origin="finding",
+                    ref=order.finding_id,
+                )
+            except StoreFull:
+                self.bans_refused += 1
+                continue
+            self.recent.append(AppliedBan.of(order.ip, entry, now))
+            if self.on_ban is not None:
+                self.on_ban(
+                    AddRequest(entry.network, now, order.ttl_s, entry.reason, "finding", entry.ref)
+                )
 
     def mirror(self, shared: list[BlockEntry], now: float, keep: Collection[str] = ()) -> None:
         """Make the copy hold exactly ``shared`` (the live entries of the store the CLI, the

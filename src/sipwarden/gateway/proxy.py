@@ -48,13 +48,19 @@ forwarded. The To tag is left out although §16.6 lists it: the non-2xx ACK carr
 its INVITE lacked and must keep the INVITE's branch (§17.2.3 matches it by branch).
 
 Inspection: the engine observes every message, both directions (credential detectors need the
-upstream's 401/403 answers); the policy judges only what comes from the untrusted side, with the
-findings this very message raised or extended. When the engine or the policy raises, the
-message is dropped (``ENGINE_ERROR``) unless ``fail_open``; the upstream's own traffic is never
-held up by an engine error. :class:`Enforcer` adapts ``gateway/policy.py`` (a bounded in-memory
-blocklist fed by the bans the policy orders). Messages leaving toward the untrusted side go
-through the ``outgoing`` edit (``gateway/sanitize.py``). Every message that is not forwarded is
-counted once, under its :class:`~sipwarden.gateway.verdict.DropReason`.
+upstream's 401/403 answers). A request is observed as it arrived; a response as it leaves -
+our Via popped, addressed to the party whose request it answers - so the tracker matches it to
+that request by branch and address, as in a capture taken beside a proxy. The policy judges
+only what comes from the untrusted side, with the findings this very message raised or
+extended; findings raised by the upstream's traffic (the tenth 401 to a guesser) go to the
+policy's ``ban``. When the engine or the policy raises, the message is dropped
+(``ENGINE_ERROR``) unless ``fail_open``; the upstream's own traffic is never held up by an
+engine error. :class:`~sipwarden.gateway.enforcer.Enforcer` adapts ``gateway/policy.py`` (a
+bounded in-memory blocklist fed by the bans the policy orders). Messages leaving toward the
+untrusted side go through the ``outgoing`` edit (``gateway/sanitize.py``: versions, topology
+hidden) and messages arriving from it through ``incoming`` (hidden addresses restored). Every
+message that is not forwarded is counted once, under its
+:class:`~sipwarden.gateway.verdict.DropReason`.
 
 Keep-alives: a CRLF over UDP is ignored; a STUN Binding request (RFC 5626 §4.4.2) is answered
 for a flow that recently sent a request we forwarded, at most once a second (the answer is
@@ -140,6 +146,14 @@ def forward_all(
 ) -> Verdict:
     """The policy used when none is given: forward everything (the engine still observes)."""
     return Forward()
+
+
+class _Routed(NamedTuple):
+    """A response on its way: ``out`` (our Via popped) to ``dest`` from ``local``."""
+
+    out: Response
+    dest: Endpoint
+    local: Endpoint
 
 
 class Send(NamedTuple):
@@ -364,16 +378,40 @@ class StatelessProxy:
         except SipParseError as exc:
             message, error = None, exc
         obs = Observation(now, 0, src, local, message, error, len(data))
+        routed: _Routed | DropReason = DropReason.NO_ROUTE
+        if isinstance(message, Response):
+            try:
+                routed = self._route_response(message, local, from_upstream) or routed
+            except (SipParseError, ValueError):
+                routed = DropReason.MALFORMED  # a Via the routing reads is malformed
+            if isinstance(routed, _Routed):
+                # The engine sees a response as it leaves - our Via popped, toward the party
+                # whose request it answers - so the tracker matches it to that request by its
+                # branch and address (credential, enumeration and call detectors need that).
+                obs = obs._replace(message=routed.out, dst=routed.dest)
         findings = self._observe(obs, now, judged=not from_upstream)
         if findings is None:
             return []
+        if from_upstream and findings:
+            # E.g. the upstream's tenth 401 to one guesser: its finding bans the guesser.
+            self._ban(findings, now)
         try:
-            return self._route(obs, findings, data, message, src, local, from_upstream)
+            return self._route(obs, findings, data, message, routed, src, local, from_upstream)
         except (SipParseError, ValueError):
             # A header the routing reads (Via, Max-Forwards, To, Request-URI) is malformed:
             # parsed lazily, so it surfaces here. Nowhere safe to answer: dropped, counted.
             self.stats.drop(DropReason.MALFORMED)
             return []
+
+    def _ban(self, findings: Sequence[Finding], now: float) -> None:
+        """Bans ordered by findings the upstream's traffic raised (the policy's ``ban``)."""
+        ban = getattr(self.policy, "ban", None)
+        if not callable(ban):
+            return
+        try:
+            ban(findings, now)
+        except Exception:  # a policy bug must not hold up the upstream's traffic
+            self.stats.engine_errors += 1
 
     def on_framing_error(
         self, error: SipParseError, src: Endpoint, local: Endpoint, now: float, size: int
@@ -417,6 +455,7 @@ class StatelessProxy:
         findings: list[Finding],
         data: bytes,
         message: Request | Response | None,
+        routed: _Routed | DropReason,
         src: Endpoint,
         local: Endpoint,
         from_upstream: bool,
@@ -430,7 +469,7 @@ class StatelessProxy:
             self.stats.drop(DropReason.MALFORMED)
             return []
         if isinstance(message, Response):
-            return self._response(message, local, from_upstream)
+            return self._response(routed, from_upstream)
         if from_upstream:
             return self._request_downstream(message)
         return self._request_upstream(message, src, local, obs.ts)
@@ -594,28 +633,37 @@ class StatelessProxy:
         return [Send(data, dest, local)]
 
     # -- responses -----------------------------------------------------------------------------
-    def _response(self, response: Response, local: Endpoint, from_upstream: bool) -> list[Send]:
+    def _route_response(
+        self, response: Response, local: Endpoint, from_upstream: bool
+    ) -> _Routed | None:
+        """Where a response goes: our Via (checked) popped, to the next hop - the client
+        named by its Via for the upstream's answers, the upstream for a client's - or None."""
         vias = response.via
         next_hop = vias[1] if len(vias) > 1 else None
         index = self._our_index(vias[0], local, next_hop, response) if vias else None
         if index is None or next_hop is None:
-            self.stats.drop(DropReason.NO_ROUTE)
-            return []
+            return None
         out = pop_via(response)
+        if not from_upstream:
+            return _Routed(out, self.config.upstream, self.config.upstream_local)
+        leaves = self.config.listen[index]
+        dest = _response_destination(next_hop, leaves.transport)
+        return None if dest is None else _Routed(out, dest, leaves)
+
+    def _response(self, routed: _Routed | DropReason, from_upstream: bool) -> list[Send]:
+        if isinstance(routed, DropReason):
+            self.stats.drop(routed)
+            return []
+        out = routed.out
         if not from_upstream:
             restored = self._restore(out)
             if restored is None:
                 return []
             self.stats.forwarded_responses += 1
-            return [Send(restored.raw, self.config.upstream, self.config.upstream_local)]
-        local = self.config.listen[index]
-        dest = _response_destination(next_hop, local.transport)
-        if dest is None:
-            self.stats.drop(DropReason.NO_ROUTE)
-            return []
-        data = out.raw if self.outgoing is None else self.outgoing(out, local).raw
+            return [Send(restored.raw, routed.dest, routed.local)]
+        data = out.raw if self.outgoing is None else self.outgoing(out, routed.local).raw
         self.stats.forwarded_responses += 1
-        return [Send(data, dest, local)]
+        return [Send(data, routed.dest, routed.local)]
 
     def _restore(self, msg: M) -> M | None:
         """``msg`` from the untrusted side with hidden addresses restored (the ``incoming``

@@ -72,7 +72,13 @@ from sipwarden.gateway.streams import (
 )
 from sipwarden.gateway.verdict import DropReason
 from sipwarden.net import Endpoint, Transport, parse_host_port
-from sipwarden.observability import GatewayMetrics, MetricsServer, StateHolder, serve_metrics
+from sipwarden.observability import (
+    ConnectionCounts,
+    GatewayMetrics,
+    MetricsServer,
+    StateHolder,
+    serve_metrics,
+)
 from sipwarden.sip import SipParseError
 
 __all__ = ["RECV_MAX", "GatewayServer", "StreamOptions", "TlsOptions", "parse_address"]
@@ -360,6 +366,17 @@ class GatewayServer:
             received=self.received_counts,
             errors=lambda: {"socket": self.socket_errors, "internal": self.internal_errors},
             state=state,
+            connections=self._connection_metrics if self._has_streams() else None,
+        )
+
+    def _has_streams(self) -> bool:
+        return bool(self._listeners) or self._up_stream is not None
+
+    def _connection_metrics(self) -> ConnectionCounts:
+        return ConnectionCounts(
+            self.connection_counts(),
+            dict(self.connections_refused),
+            dict(self.connections_closed),
         )
 
     def received_counts(self) -> dict[str, int]:

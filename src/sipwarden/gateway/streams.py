@@ -85,7 +85,8 @@ def server_context(tls: TlsOptions, where: str) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
-        context.load_cert_chain(tls.cert, tls.key)
+        # An encrypted key fails here instead of prompting for a password on a terminal.
+        context.load_cert_chain(tls.cert, tls.key, password=lambda: b"")
     except (OSError, ssl.SSLError) as exc:
         raise InputError(str(tls.cert), f"cannot load the certificate and key: {exc}") from None
     return context
