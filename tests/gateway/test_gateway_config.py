@@ -3,7 +3,6 @@ over it, every error names the file and key, and the shared branch key file is c
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import socket
@@ -14,10 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from sipwarden.cli.gateway import GatewayFlags, GatewayPlan, _first, check_tls_files
 from sipwarden.config import (
@@ -38,6 +33,7 @@ from sipwarden.net import Endpoint
 from sipwarden.sip import Request, Response, parse_message
 from tests.conftest import REPO
 from tests.gateway import run_cli
+from tests.tls import make_test_certificate
 
 LISTEN = Endpoint("127.0.0.1", 5060)
 UPSTREAM = Endpoint("127.0.0.1", 5070)
@@ -371,35 +367,11 @@ needs_tls_transport = pytest.mark.skipif(
 def make_tls_files(
     directory: Path, *, key_mode: int = 0o600, password: bytes | None = None
 ) -> tuple[Path, Path]:
-    """A self-signed certificate for gw.test and its key (EC P-256), written as PEM."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gw.test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("gw.test")]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
+    """A certificate for gw.test (signed by ``directory/ca.pem``) and its key, as PEM."""
+    files = make_test_certificate(
+        directory, names=("gw.test",), key_mode=key_mode, password=password
     )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    encryption: serialization.KeySerializationEncryption = (
-        serialization.BestAvailableEncryption(password)
-        if password is not None
-        else serialization.NoEncryption()
-    )
-    key_path.touch(mode=0o600)
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
-    )
-    key_path.chmod(key_mode)
-    return cert_path, key_path
+    return files.cert, files.key
 
 
 def tls_plan(cert: Path | None, key: Path | None, **extra: Any) -> GatewayPlan:
@@ -614,7 +586,7 @@ def test_cli_tls_listen_to_udp_upstream(tmp_path: Path) -> None:
             assert proc.stderr is not None
             line = proc.stderr.readline()
             assert f"listening on tls:127.0.0.1:{port};" in line, line
-            context = ssl.create_default_context(cafile=str(cert))
+            context = ssl.create_default_context(cafile=str(cert.parent / "ca.pem"))
             with (
                 socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
                 context.wrap_socket(raw, server_hostname="gw.test") as tls,

@@ -7,8 +7,6 @@ upstream connection."""
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
@@ -16,10 +14,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from sipwarden.errors import InputError
 from sipwarden.gateway.enforcer import Enforcer
@@ -31,44 +25,23 @@ from sipwarden.sip import Request, Response, parse_message
 from sipwarden.sip.framing import NEED_DATA, StreamFramer
 from sipwarden.store.base import BlockEntry
 from tests.gateway.test_server import echo_response, udp
+from tests.tls import client_tls_context, make_test_certificate
 
 
 def make_cert(tmp: Path, name: str = "gw") -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 and ::1 (ECDSA P-256), key file mode 600."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [
-                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                    x509.IPAddress(ipaddress.ip_address("::1")),
-                ]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp / f"{name}.crt", tmp / f"{name}.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    key_path.chmod(0o600)
-    return cert_path, key_path
+    """A certificate for 127.0.0.1 and ::1 and its key; the CA that signed it is
+    ``tmp/name/ca.pem`` (see :func:`ca_of`)."""
+    files = make_test_certificate(_mkdir(tmp / name))
+    return files.cert, files.key
+
+
+def ca_of(cert: Path) -> Path:
+    return cert.parent / "ca.pem"
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir()
+    return path
 
 
 def request(transport: str, port: int, branch: str, method: str = "OPTIONS") -> bytes:
@@ -173,11 +146,6 @@ async def gateway(
         await asyncio.wait_for(task, 5)
 
 
-def client_context(cert: Path) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=str(cert))
-    return context
-
-
 def test_parse_address_transports() -> None:
     assert parse_address("tcp:127.0.0.1:5060") == Endpoint("127.0.0.1", 5060, Transport.TCP)
     assert parse_address("tls:[::1]:5061") == Endpoint("::1", 5061, Transport.TLS)
@@ -196,7 +164,7 @@ def test_stream_client_to_udp_core_and_back(transport: Transport, tmp_path: Path
             listen = [Endpoint("127.0.0.1", 0, transport)]
             async with gateway(listen, upstream, tls=TlsOptions(cert, key)) as server:
                 port = server.local_endpoints[0].port
-                context = client_context(cert) if transport is Transport.TLS else None
+                context = client_tls_context(ca_of(cert)) if transport is Transport.TLS else None
                 reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
                 local_port = writer.get_extra_info("sockname")[1]
                 writer.write(request(transport.upper(), 5099, "z9hG4bKtcp1"))
@@ -228,7 +196,7 @@ def test_udp_client_to_tls_core_verified_against_its_ca(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with stream_upstream(server_ctx) as (upstream, seen, _):
             listen = [Endpoint("127.0.0.1", 0)]
-            async with gateway(listen, upstream, tls=TlsOptions(upstream_ca=cert)) as server:
+            async with gateway(listen, upstream, tls=TlsOptions(upstream_ca=ca_of(cert))) as server:
                 sock = udp()
                 port = server.local_endpoints[0].port
                 loop = asyncio.get_running_loop()
@@ -256,7 +224,7 @@ def test_tls_upstream_with_an_unknown_certificate_is_refused_at_start(tmp_path: 
     async def scenario() -> None:
         async with stream_upstream(server_ctx) as (upstream, _, _):
             server = GatewayServer(
-                [Endpoint("127.0.0.1", 0)], upstream, tls=TlsOptions(upstream_ca=other)
+                [Endpoint("127.0.0.1", 0)], upstream, tls=TlsOptions(upstream_ca=ca_of(other))
             )
             with pytest.raises(InputError, match="cannot reach the upstream"):
                 await server.start()

@@ -24,7 +24,6 @@ here as text, independently of the gateway's code.
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import ipaddress
 import secrets
@@ -34,12 +33,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from sipwarden.sip import (
     NEED_DATA,
@@ -54,12 +47,9 @@ from sipwarden.sip import (
 )
 
 __all__ = [
-    "CertificateFiles",
     "Dialog",
     "SipUA",
     "UaError",
-    "client_tls_context",
-    "make_test_certificate",
 ]
 
 #: RFC 3261 §17.1.1.1 T1 (an RTT estimate) and the cap of the retransmission interval (T2).
@@ -341,7 +331,7 @@ class SipUA:
             sock: socket.socket = raw
             if self.transport == "TLS":
                 if self.tls_context is None:
-                    raise UaError("TLS needs tls_context (client_tls_context())")
+                    raise UaError("TLS needs tls_context (tests.tls.client_tls_context())")
                 sock = self.tls_context.wrap_socket(raw, server_hostname=self.proxy[0])
         except BaseException:
             raw.close()
@@ -666,85 +656,3 @@ class SipUA:
             headers.append(("Content-Type", "application/sdp"))
         headers.append(("Content-Length", str(len(data))))
         return (f"SIP/2.0 {status} {reason}\r\n" + _header_block(headers) + "\r\n").encode() + data
-
-
-# -- TLS test certificate ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CertificateFiles:
-    """A throw-away CA and a server certificate for 127.0.0.1 signed by it (PEM files)."""
-
-    ca: Path
-    cert: Path
-    key: Path
-
-
-def make_test_certificate(directory: Path, ip: str = "127.0.0.1") -> CertificateFiles:
-    """Generate a CA and a server certificate with CN and SAN ``ip`` (EC P-256, 1 day)."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sipwarden e2e test CA")])
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ip)]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    paths = CertificateFiles(
-        ca=directory / "ca.pem", cert=directory / "server.pem", key=directory / "server.key"
-    )
-    paths.ca.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    paths.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths.key.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    paths.key.chmod(0o600)
-    return paths
-
-
-def client_tls_context(ca: Path) -> ssl.SSLContext:
-    """A client context trusting only ``ca``, verifying the server's IP, TLS 1.2 at least."""
-    context = ssl.create_default_context(cafile=str(ca))
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return context

@@ -50,13 +50,8 @@ from tests.integration.kamailio import (
     running_kamailio,
     subscribers,
 )
-from tests.integration.sipua import (
-    Dialog,
-    SipUA,
-    UaError,
-    client_tls_context,
-    make_test_certificate,
-)
+from tests.integration.sipua import Dialog, SipUA, UaError
+from tests.tls import client_tls_context, make_test_certificate
 
 pytestmark = pytest.mark.integration
 
