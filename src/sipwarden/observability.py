@@ -225,23 +225,17 @@ def _connection_families(counts: ConnectionCounts) -> Iterator[Metric]:
     )
     for side, count in sorted(counts.open.items()):
         open_now.add_metric([side], count)
-    refused = CounterMetricFamily(
-        "sipwarden_gateway_connections_refused",
-        "TCP/TLS connections refused on accept, by reason.",
-        labels=["reason"],
-    )
-    for reason, count in sorted(counts.refused.items()):
-        refused.add_metric([reason], count)
-    closed = CounterMetricFamily(
-        "sipwarden_gateway_connections_closed",
-        "TCP/TLS connections the gateway closed, by reason.",
-        labels=["reason"],
-    )
-    for reason, count in sorted(counts.closed.items()):
-        closed.add_metric([reason], count)
     yield open_now
-    yield refused
-    yield closed
+    for name, text, counts_by_reason in (
+        ("refused", "TCP/TLS connections refused on accept, by reason.", counts.refused),
+        ("closed", "TCP/TLS connections the gateway closed, by reason.", counts.closed),
+    ):
+        family = CounterMetricFamily(
+            f"sipwarden_gateway_connections_{name}", text, labels=["reason"]
+        )
+        for reason, count in sorted(counts_by_reason.items()):
+            family.add_metric([reason], count)
+        yield family
 
 
 # -- /metrics over HTTP ------------------------------------------------------------------------
