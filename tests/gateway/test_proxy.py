@@ -764,3 +764,87 @@ def test_upstream_401s_to_a_guesser_ban_it() -> None:
     assert enforcer.is_blocked(guesser.ip, NOW + n)  # type: ignore[attr-defined]
     assert any(b.ip == guesser.ip for b in enforcer.recent)  # type: ignore[attr-defined]
     assert proxy.stats.dropped[DropReason.BLOCKLISTED] >= 1
+
+
+def test_gateway_stays_on_the_path_of_dialogs_and_registrations() -> None:
+    """Record-Route on a dialog-creating request, Path on a REGISTER, both naming the client's
+    flow; each side sees an address of ours it can reach (double record-routing); the core's
+    later requests come back along them and reach the client's flow whatever the Request-URI
+    says; our own Route entries are removed (RFC 3261 §16.4)."""
+    proxy = StatelessProxy(config())
+    invite = forward(proxy, request("INVITE"))
+    [ours] = invite.headers.get_all("record-route")
+    assert ours.startswith("<sip:127.0.0.1:40000;lr;swf=")
+    register = forward(proxy, request("REGISTER", cseq=2))
+    assert (register.headers.get("path") or "").startswith("<sip:127.0.0.1:40000;lr;swf=")
+    assert register.headers.get("record-route") is None
+    assert forward(proxy, request("OPTIONS", cseq=3)).headers.get("record-route") is None
+    in_dialog = request("INVITE", cseq=4).replace(
+        b"To: <sip:alice@example.net>", b"To: <sip:alice@example.net>;tag=t9"
+    )
+    assert forward(proxy, in_dialog).headers.get("record-route") is None
+
+    # The 2xx goes back with the core's entry and ours, ours now on the client's side.
+    ok = answer(invite).replace(
+        b"Content-Length: 0",
+        f"Record-Route: <sip:10.0.0.6;lr>, {ours}\r\nContent-Length: 0".encode(),
+    )
+    [send] = proxy.on_datagram(ok, UPSTREAM, UP_LOCAL, NOW)
+    out = parse_message(send.data)
+    assert isinstance(out, Response)
+    client_side = ours.replace("127.0.0.1:40000", "127.0.0.1:5060")
+    assert out.headers.get("record-route") == f"<sip:10.0.0.6;lr>, {client_side}"
+
+    # The client's BYE: route set = reversed Record-Route; our entry is removed on the way.
+    bye = request("BYE", uri="sip:core@10.0.0.5", cseq=5,
+                  extra=f"Route: {client_side}, <sip:10.0.0.6;lr>\r\n")  # fmt: skip
+    assert forward(proxy, bye).headers.get_all("route") == ["<sip:10.0.0.6;lr>"]
+
+    # The core's BYE to the client: along our entry, to the client's flow (not the URI).
+    core_bye = (
+        "BYE sip:bob@198.51.100.99:5999 SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKcorebye\r\nMax-Forwards: 70\r\n"
+        f"Route: {ours}\r\nFrom: <sip:alice@example.net>;tag=t9\r\n"
+        "To: <sip:bob@example.net>;tag=f1\r\nCall-ID: c1@192.0.2.10\r\nCSeq: 7 BYE\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+    [down] = proxy.on_datagram(core_bye, UPSTREAM, UP_LOCAL, NOW)
+    assert (down.dest, down.local) == (CLIENT, LISTEN)
+    sent = parse_message(down.data)
+    assert isinstance(sent, Request) and sent.headers.get("route") is None
+    # A forged flow token routes nowhere.
+    forged = core_bye.replace(b";swf=", b";swf=A")
+    assert proxy.on_datagram(forged, UPSTREAM, UP_LOCAL, NOW) == []
+
+
+def test_call_from_the_core_to_a_registered_client_follows_its_path() -> None:
+    """The registrar sends an INVITE along the Path of the client's REGISTER: it reaches the
+    client's flow with our Record-Route (client side); the client's 2xx goes back with that
+    entry swapped to our upstream side, so the core's in-dialog requests come to us too."""
+    proxy = StatelessProxy(config())
+    path = forward(proxy, request("REGISTER")).headers.get("path") or ""
+    invite = (
+        "INVITE sip:bob@192.0.2.10:7777 SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKcoreinv\r\nMax-Forwards: 70\r\n"
+        f"Route: {path}\r\nRecord-Route: <sip:10.0.0.6;lr>\r\n"
+        "From: <sip:carol@example.net>;tag=c1\r\nTo: <sip:bob@example.net>\r\n"
+        "Call-ID: incoming@core\r\nCSeq: 1 INVITE\r\nContact: <sip:carol@10.0.0.9>\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+    [down] = proxy.on_datagram(invite, UPSTREAM, UP_LOCAL, NOW)
+    assert down.dest == CLIENT  # the REGISTER's flow, not the Request-URI's port 7777
+    sent = parse_message(down.data)
+    assert isinstance(sent, Request)
+    ours = sent.headers.get_all("record-route")[0]
+    assert ours.startswith("<sip:127.0.0.1:5060;lr;swf=")
+    vias = "".join(f"Via: {v}\r\n" for v in sent.headers.get_all("via"))
+    ok = (
+        f"SIP/2.0 200 OK\r\n{vias}Record-Route: {ours}, <sip:10.0.0.6;lr>\r\n"
+        "From: <sip:carol@example.net>;tag=c1\r\nTo: <sip:bob@example.net>;tag=b1\r\n"
+        "Call-ID: incoming@core\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    [up] = proxy.on_datagram(ok, CLIENT, LISTEN, NOW)
+    assert (up.dest, up.local) == (UPSTREAM, UP_LOCAL)
+    back = parse_message(up.data)
+    assert isinstance(back, Response)
+    assert (back.headers.get("record-route") or "").startswith("<sip:127.0.0.1:40000;lr;swf=")

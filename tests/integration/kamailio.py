@@ -89,6 +89,10 @@ loadmodule "registrar.so"
 modparam("usrloc", "db_mode", 0)
 # Short registrations: nothing outlives the test.
 modparam("registrar", "max_expires", 300)
+# RFC 3327: keep the Path a proxy (the gateway) added, and route to the binding along it
+# (path_mode 0: stored, not echoed - the test clients do not announce Supported: path).
+modparam("registrar", "use_path", 1)
+modparam("registrar", "path_mode", 0)
 """
 
 _ROUTES = """

@@ -309,6 +309,8 @@ class SipUA:
         self.flow = self._open_flow()
         #: Requests this UA received as a UAS, in arrival order.
         self.received_requests: list[Request] = []
+        #: Where each of them came from.
+        self.received_from: list[tuple[str, int]] = []
         self._answered: dict[str, tuple[str, bytes]] = {}
 
     # -- flows
@@ -611,6 +613,7 @@ class SipUA:
             message = _parse(data)
             if isinstance(message, Request):
                 self.received_requests.append(message)
+                self.received_from.append(source)
                 self._answer(message, source)
 
     def _answer(self, request: Request, source: tuple[str, int]) -> None:

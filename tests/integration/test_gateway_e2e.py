@@ -300,8 +300,10 @@ def test_quiet_password_guessing_through_gateway_is_banned(
 def test_registered_call_through_gateway(
     kamailio: Kamailio, transport: str, tmp_path: Path
 ) -> None:
-    """alice (over TRANSPORT) registers with digest and calls bob (UDP) through the gateway:
-    INVITE (407, retried with credentials) → 180 → 200 → ACK → BYE → 200."""
+    """alice and bob (over TRANSPORT) register with digest through the gateway and alice calls
+    bob: INVITE (407, retried with credentials) → 180 → 200 → ACK → BYE → 200. Kamailio
+    speaks UDP only and bob sits behind the gateway: it reaches bob only along the Path the
+    gateway added to bob's REGISTER (over bob's own connection for TCP/TLS)."""
     udp_port = free_port()
     listen = [f"udp:127.0.0.1:{udp_port}"]
     extra: list[str] = []
@@ -316,7 +318,10 @@ def test_registered_call_through_gateway(
         tls_context = client_tls_context(cert.ca)
 
     with running_gateway(gateway_args(listen, kamailio, *extra), tmp_path) as gateway:
-        bob = SipUA("bob", kamailio.users["bob"], DOMAIN, ("127.0.0.1", udp_port))
+        bob = SipUA(
+            "bob", kamailio.users["bob"], DOMAIN, ("127.0.0.1", alice_port),
+            transport=transport, tls_context=tls_context,
+        )  # fmt: skip
         stop = threading.Event()
         serving = threading.Thread(target=bob.serve, args=(stop, 30.0), daemon=True)
         try:
@@ -344,6 +349,8 @@ def test_registered_call_through_gateway(
         report = gateway.finish()
 
     assert [r.method for r in bob.received_requests] == ["INVITE", "ACK", "BYE"]
+    # Every one of them through the gateway (its listen address), none from Kamailio.
+    assert {port for _, port in bob.received_from} == {alice_port}, bob.received_from
     seen = kamailio.received(dialog.call_id)
     # The ACK of the 407 is absorbed by Kamailio's sl module before the script logs it.
     assert [r.method for r in seen] == ["INVITE", "INVITE", "ACK", "BYE"], seen

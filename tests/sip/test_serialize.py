@@ -23,6 +23,7 @@ from sipwarden.sip import (
     replace_header,
     to_bytes,
 )
+from sipwarden.sip.serialize import apply_edits, pop_value_edit, push_field_edit
 
 TORTURE = Path("/work/shared/corpus/torture")
 
@@ -402,3 +403,30 @@ def test_append_header_after_a_utf8_start_line_without_headers() -> None:
     data = "SIP/2.0 200 Größe OK\r\n\r\n".encode()
     out = replace_header(parse_message(data), "X-A", "1")
     assert to_bytes(out) == data.replace(b"\r\n\r\n", b"\r\nX-A: 1\r\n\r\n")
+
+
+def test_push_field_goes_above_the_first_of_its_name_or_at_the_end() -> None:
+    msg = parse_message(
+        b"INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
+        b"Record-Route: <sip:p1;lr>\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
+    out = apply_edits(msg, [push_field_edit(msg, "record-route", "<sip:p0;lr>")])
+    assert out.headers.get_all("record-route") == ["<sip:p0;lr>", "<sip:p1;lr>"]
+    path = apply_edits(msg, [push_field_edit(msg, "Path", "<sip:gw;lr>")])
+    assert path.headers.get("path") == "<sip:gw;lr>"
+    assert path.raw.endswith(b"Path: <sip:gw;lr>\r\n\r\n")
+
+
+def test_pop_value_edit_removes_the_top_route_only() -> None:
+    msg = parse_message(
+        b"BYE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
+        b"Route: <sip:p0;lr>, <sip:p1;lr>\r\nRoute: <sip:p2;lr>\r\nCall-ID: x\r\n"
+        b"CSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+    )
+    once = apply_edits(msg, [pop_value_edit(msg, "route")])
+    assert once.headers.get_all("route") == ["<sip:p1;lr>", "<sip:p2;lr>"]
+    twice = apply_edits(once, [pop_value_edit(once, "route")])
+    assert twice.headers.get_all("route") == ["<sip:p2;lr>"]
+    with pytest.raises(ValueError, match="no Path"):
+        pop_value_edit(msg, "path")

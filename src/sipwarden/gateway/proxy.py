@@ -22,13 +22,22 @@ endpoint (``upstream_local``) that talks only to ``upstream`` (the operator's SB
 - A response from the upstream must carry our Via on top (else dropped, ``NO_ROUTE``); it is
   popped and the response sent to the next Via (``received``/``rport`` when present, else the
   sent-by), out of the listen endpoint the request came in on.
-- A request from the upstream (an in-dialog BYE, a NOTIFY to a registered contact) goes to its
+- A request from the upstream (an in-dialog BYE, an INVITE to a registered client) whose top
+  Route is our own entry goes to the flow that entry names (below); otherwise to its
   Request-URI host:port over the URI's transport (``sips:`` or ``;transport=tls`` → TLS,
   ``;transport=tcp`` → TCP, else UDP), out of a listen endpoint of that transport and IP
-  version. Decision for this slice: the gateway does not Record-Route, so Route sets toward
-  clients are the core's business; the Request-URI must be an IP literal (no DNS in a sans-IO
-  core), else ``NO_ROUTE``. Only the upstream can make the gateway send a request, so it is
-  never an open relay for the untrusted side.
+  version; the Request-URI must then be an IP literal (no DNS in a sans-IO core), else
+  ``NO_ROUTE``. Only the upstream can make the gateway send a request, so it is never an open
+  relay for the untrusted side.
+- Staying on the path: a REGISTER gets a Path entry of ours (RFC 3327) and a dialog-creating
+  request (INVITE, SUBSCRIBE, REFER) a Record-Route entry (RFC 3261 §16.6 step 4), each naming
+  the client's *flow* in an authenticated token (``swf``: listen index, address, port - RFC
+  5626 §5.2 in spirit). The core's later requests for that binding or dialog come back along
+  them and leave over that flow - the client's TCP/TLS connection or its NAT binding -
+  whatever its Contact says. The entry is written for the side the request leaves on, and
+  swapped for the other side's address as the answer passes back (double record-routing), so
+  each side sees an address of ours it can reach. Our own entry on top of a Route is removed
+  (§16.4).
 - A response from the untrusted side (to such a request) must carry our Via; it goes to the
   upstream only.
 
@@ -73,7 +82,9 @@ nothing would be sent either way and holding a datagram costs memory, not the sc
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import ipaddress
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -93,8 +104,11 @@ from sipwarden.sip.serialize import (
     Edit,
     apply_edits,
     decrement_max_forwards_edit,
+    pop_value_edit,
     pop_via,
+    push_field_edit,
     push_via_edit,
+    replace_field_edit,
     splice,
 )
 
@@ -120,6 +134,12 @@ Outgoing = Callable[[Request | Response, Endpoint], Request | Response]
 #: The inverse edit of messages arriving from the untrusted side (``Sanitizer.incoming``:
 #: hidden addresses restored); None when a token does not authenticate (dropped).
 Incoming = Callable[[Request | Response], Request | Response | None]
+
+#: URI parameter carrying the flow token in the gateway's Record-Route and Path entries.
+FLOW_PARAM = "swf"
+#: Requests that create a dialog (RFC 3261 §12.1, RFC 6665 §4.1.1, RFC 3515 §2.4.7): the
+#: gateway Record-Routes them, so the dialog's later requests pass through it both ways.
+_DIALOG_METHODS = frozenset({"INVITE", "SUBSCRIBE", "REFER"})
 
 #: Every branch this gateway writes starts with this (the RFC 3261 magic cookie + "sw").
 BRANCH_PREFIX = BRANCH_COOKIE + "sw"
@@ -299,6 +319,10 @@ class StatelessProxy:
         self._own = {
             (_host(ep.ip).lower(), ep.port) for ep in (*config.listen, config.upstream_local)
         }
+        #: The same, hosts as canonical IP text (for Route URIs).
+        self._own_hosts = {
+            (_host(ep.ip), ep.port) for ep in (*config.listen, config.upstream_local)
+        }
 
     # -- branches ------------------------------------------------------------------------------
     def _digest(self, key: bytes, index: int) -> str:
@@ -381,7 +405,7 @@ class StatelessProxy:
         routed: _Routed | DropReason = DropReason.NO_ROUTE
         if isinstance(message, Response):
             try:
-                routed = self._route_response(message, local, from_upstream) or routed
+                routed = self._route_response(message, src, local, from_upstream) or routed
             except (SipParseError, ValueError):
                 routed = DropReason.MALFORMED  # a Via the routing reads is malformed
             if isinstance(routed, _Routed):
@@ -441,6 +465,98 @@ class StatelessProxy:
         self._flows.set(flow, now, now)
         self.stats.keepalives_answered += 1
         return [Send(answer, src, local)]
+
+    # -- Record-Route, Path and flow tokens ------------------------------------------------------
+    def _flow_token(self, index: int, peer: Endpoint) -> str:
+        """The flow to ``peer`` through listen endpoint ``index``, authenticated (RFC 5626
+        §5.2 style): what our Record-Route and Path entries carry, so a request the upstream
+        sends back along them reaches that peer over that flow - its TCP/TLS connection, or
+        its NAT binding - whatever its Contact says."""
+        address = ipaddress.ip_address(peer.ip)
+        body = bytes([index]) + address.packed + peer.port.to_bytes(2, "big")
+        mac = hashlib.blake2s(
+            b"f\x00" + body, key=self.config.secret, digest_size=_DIGEST_SIZE
+        ).digest()
+        return base64.urlsafe_b64encode(body + mac).rstrip(b"=").decode("ascii")
+
+    def _open_flow(self, token: str) -> tuple[int, Endpoint] | None:
+        """(listen index, peer) of a flow token of ours; None when it does not authenticate."""
+        if len(token) > 48:
+            return None
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        except ValueError:
+            return None
+        body, mac = raw[:-_DIGEST_SIZE], raw[-_DIGEST_SIZE:]
+        if len(body) not in (7, 19):  # index + IPv4/IPv6 + port
+            return None
+        expected = hashlib.blake2s(
+            b"f\x00" + body, key=self.config.secret, digest_size=_DIGEST_SIZE
+        ).digest()
+        if not hmac.compare_digest(mac, expected) or body[0] >= len(self.config.listen):
+            return None
+        index = body[0]
+        ip = str(ipaddress.ip_address(body[1:-2]))
+        peer = Endpoint(ip, int.from_bytes(body[-2:], "big"), self.config.listen[index].transport)
+        return index, peer
+
+    def _own_entry(self, local: Endpoint, token: str) -> str:
+        """Our Record-Route / Path entry on the side of ``local`` (loose routing, RFC 3261
+        §16.6 step 4), naming the flow ``token``."""
+        transport = "" if local.transport is Transport.UDP else f";transport={local.transport}"
+        return f"<sip:{_host(local.ip)}:{local.port}{transport};lr;{FLOW_PARAM}={token}>"
+
+    def _stay_on_path(
+        self, request: Request, side: Endpoint, index: int, peer: Endpoint
+    ) -> tuple[str, str] | None:
+        """The entry that keeps the gateway on the path of what ``request`` starts: a Path for
+        a REGISTER (RFC 3327: the registrar routes requests for the binding through us), a
+        Record-Route for a dialog-creating request (RFC 3261 §16.6 step 4), written for the
+        ``side`` the request leaves on; the other side's copy is swapped in as the answer
+        passes back (:meth:`_swap_own_entries`)."""
+        token = self._flow_token(index, peer)
+        if request.method == "REGISTER":
+            return ("Path", self._own_entry(side, token))
+        to = request.to
+        if request.method in _DIALOG_METHODS and (to is None or to.tag is None):
+            return ("Record-Route", self._own_entry(side, token))
+        return None
+
+    def _own_route(self, request: Request) -> bool:
+        """Whether the top Route names this gateway (RFC 3261 §16.4: then it is removed)."""
+        routes = request.route
+        if not routes:
+            return False
+        uri = routes[0].uri
+        host = _ip_literal(uri.host)
+        return host is not None and (_host(host), uri.port or 5060) in self._own_hosts
+
+    def _swap_own_entries(self, msg: M, side: Endpoint, other: Endpoint, peer: Endpoint) -> M:
+        """``msg`` (a response crossing the gateway) with our Record-Route/Path entries for the
+        flow to ``peer`` rewritten from ``side`` to ``other``, the side it now leaves on: each
+        side must see an address of ours it can reach (double record-routing). Only that
+        flow's entries: a dialog through the gateway twice (caller and callee both behind it)
+        carries one entry per leg, and the other leg's must keep pointing where it was."""
+        prefix = self._own_entry(side, "")[:-1]  # "<sip:host:port[;transport=x];lr;swf="
+        if prefix not in msg.raw.decode("utf-8", "surrogateescape"):
+            return msg
+        swapped = self._own_entry(other, "")[:-1]
+        edits = []
+        for name in ("record-route", "path"):
+            for index in msg.headers.indices(name):
+                entries = split_commas(msg.headers.fields[index][2])
+                changed = [self._swap_entry(e, prefix, swapped, peer) for e in entries]
+                if changed != entries:
+                    edits.append(replace_field_edit(msg, index, ", ".join(changed)))
+        return apply_edits(msg, edits) if edits else msg
+
+    def _swap_entry(self, entry: str, prefix: str, swapped: str, peer: Endpoint) -> str:
+        if not entry.startswith(prefix) or not entry.endswith(">"):
+            return entry
+        flow = self._open_flow(entry[len(prefix) : -1])
+        if flow is None or (flow[1].ip, flow[1].port) != (peer.ip, peer.port):
+            return entry
+        return swapped + entry[len(prefix) :]
 
     def state_size(self) -> int:
         """Entries in the proxy's own table (UDP flows kept alive)."""
@@ -579,7 +695,13 @@ class StatelessProxy:
         marked = _mark_received(top, src)
         received = src.ip if marked is not None else top.received
         our_via = self._via(self.config.upstream_local, self.branch(top, request, index, received))
-        out = _forwarded(request, our_via, marked)
+        out = _forwarded(
+            request,
+            our_via,
+            marked,
+            self._stay_on_path(request, self.config.upstream_local, index, src),
+            pop_route=self._own_route(request),
+        )
         if src.transport is Transport.UDP:
             flow = (src.ip, src.port)
             if not self._flows.touch(flow, now):
@@ -588,16 +710,52 @@ class StatelessProxy:
         return [Send(out, self.config.upstream, self.config.upstream_local)]
 
     def _request_downstream(self, request: Request) -> list[Send]:
+        own_route = self._own_route(request)
+        routed = self._downstream_flow(request, own_route)
+        if routed is None:
+            self.stats.drop(DropReason.NO_ROUTE)
+            return []
+        index, dest = routed
+        local = self.config.listen[index]
+        if not request.via:
+            self.stats.drop(DropReason.MALFORMED)
+            return []
+        if request.max_forwards is not None and request.max_forwards <= 0:
+            upstream, upstream_local = self.config.upstream, self.config.upstream_local
+            return self._refuse(
+                Reject(483, DropReason.TOO_MANY_HOPS), request, upstream, upstream_local
+            )
+        top = request.via[0]
+        our_via = self._via(local, self.branch(top, request, index, top.received))
+        edits = [push_via_edit(request, our_via), decrement_max_forwards_edit(request)]
+        if own_route:
+            edits.append(pop_value_edit(request, "route"))
+        entry = self._stay_on_path(request, local, index, dest)
+        if entry is not None and entry[0] == "Record-Route":
+            edits.append(push_field_edit(request, *entry))
+        out = apply_edits(request, edits)
+        data = out.raw if self.outgoing is None else self.outgoing(out, local).raw
+        self.stats.forwarded_requests += 1
+        return [Send(data, dest, local)]
+
+    def _downstream_flow(self, request: Request, own_route: bool) -> tuple[int, Endpoint] | None:
+        """(listen index, destination) of a request from the upstream: the flow named by our
+        Record-Route/Path entry on top of its Route (the client's connection or NAT binding),
+        else its Request-URI (an IP literal; no DNS in a sans-IO core) over the URI's transport
+        (``sips:``/``;transport=tls`` → TLS, ``;transport=tcp`` → TCP, else UDP), out of a
+        listen endpoint of that transport and IP version."""
+        if own_route:
+            token = request.route[0].uri.param(FLOW_PARAM)
+            if token is not None:
+                return self._open_flow(token)
         try:
             uri = request.request_uri
         except ValueError:
-            self.stats.drop(DropReason.NO_ROUTE)
-            return []
+            return None
         transport = _uri_transport(uri.scheme, uri.param("transport"))
         ip = _ip_literal(uri.host)
         if transport is None or ip is None:
-            self.stats.drop(DropReason.NO_ROUTE)
-            return []
+            return None
         default_port = 5061 if transport is Transport.TLS else 5060
         dest = Endpoint(ip, uri.port or default_port, transport)
         version = ipaddress.ip_address(ip).version
@@ -612,30 +770,13 @@ class StatelessProxy:
             None,
         )
         if index is None or (dest.ip, dest.port) in {(e.ip, e.port) for e in self.config.listen}:
-            self.stats.drop(DropReason.NO_ROUTE)
-            return []
-        local = self.config.listen[index]
-        if not request.via:
-            self.stats.drop(DropReason.MALFORMED)
-            return []
-        if request.max_forwards is not None and request.max_forwards <= 0:
-            upstream, upstream_local = self.config.upstream, self.config.upstream_local
-            return self._refuse(
-                Reject(483, DropReason.TOO_MANY_HOPS), request, upstream, upstream_local
-            )
-        top = request.via[0]
-        our_via = self._via(local, self.branch(top, request, index, top.received))
-        out = apply_edits(
-            request, [push_via_edit(request, our_via), decrement_max_forwards_edit(request)]
-        )
-        data = out.raw if self.outgoing is None else self.outgoing(out, local).raw
-        self.stats.forwarded_requests += 1
-        return [Send(data, dest, local)]
+            return None
+        return index, dest
 
     # -- responses -----------------------------------------------------------------------------
     def _route_response(
-        self, response: Response, local: Endpoint, from_upstream: bool
-    ) -> _Routed | None:
+        self, response: Response, src: Endpoint, local: Endpoint, from_upstream: bool
+    ) -> _Routed | DropReason | None:
         """Where a response goes: our Via (checked) popped, to the next hop - the client
         named by its Via for the upstream's answers, the upstream for a client's - or None."""
         vias = response.via
@@ -644,11 +785,19 @@ class StatelessProxy:
         if index is None or next_hop is None:
             return None
         out = pop_via(response)
+        listen, upstream_local = self.config.listen[index], self.config.upstream_local
         if not from_upstream:
-            return _Routed(out, self.config.upstream, self.config.upstream_local)
-        leaves = self.config.listen[index]
-        dest = _response_destination(next_hop, leaves.transport)
-        return None if dest is None else _Routed(out, dest, leaves)
+            # Hidden addresses restored before our own entries are swapped back (a hidden
+            # entry of ours would otherwise be restored over the swap).
+            restored = self.incoming(out) if self.incoming is not None else out
+            if not isinstance(restored, Response):
+                return DropReason.TOPOLOGY_TOKEN
+            out = self._swap_own_entries(restored, listen, upstream_local, src)
+            return _Routed(out, self.config.upstream, upstream_local)
+        dest = _response_destination(next_hop, listen.transport)
+        if dest is None:
+            return None
+        return _Routed(self._swap_own_entries(out, upstream_local, listen, dest), dest, listen)
 
     def _response(self, routed: _Routed | DropReason, from_upstream: bool) -> list[Send]:
         if isinstance(routed, DropReason):
@@ -656,11 +805,8 @@ class StatelessProxy:
             return []
         out = routed.out
         if not from_upstream:
-            restored = self._restore(out)
-            if restored is None:
-                return []
             self.stats.forwarded_responses += 1
-            return [Send(restored.raw, routed.dest, routed.local)]
+            return [Send(out.raw, routed.dest, routed.local)]
         data = out.raw if self.outgoing is None else self.outgoing(out, routed.local).raw
         self.stats.forwarded_responses += 1
         return [Send(data, routed.dest, routed.local)]
@@ -762,11 +908,18 @@ def _mark_received(hop: Via, src: Endpoint) -> str | None:
     return f"{hop.protocol}/{hop.version}/{hop.transport} {hop.sent_by}{text}"
 
 
-def _forwarded(request: Request, our_via: str, marked: str | None) -> bytes:
-    """Our Via on top, the client's top hop replaced by ``marked`` (when given) and
-    Max-Forwards decremented - spliced into bytes, not parsed again (nothing here reads it).
-    The top Via field (folded lines included) is rewritten whole: the bytes from its start to
-    the next field's start; other hops on its line are kept."""
+def _forwarded(
+    request: Request,
+    our_via: str,
+    marked: str | None,
+    push: tuple[str, str] | None = None,
+    pop_route: bool = False,
+) -> bytes:
+    """Our Via on top, the client's top hop replaced by ``marked`` (when given), Max-Forwards
+    decremented, ``push`` (name, value) added as the top value of its header and the top Route
+    value removed when ``pop_route`` - spliced into bytes, not parsed again (nothing here reads
+    it). The top Via field (folded lines included) is rewritten whole: the bytes from its start
+    to the next field's start; other hops on its line are kept."""
     first = request.headers.indices("via")[0]
     fields = request.headers.fields
     if marked is not None and first + 1 >= len(fields):
@@ -774,12 +927,16 @@ def _forwarded(request: Request, our_via: str, marked: str | None) -> bytes:
         popped = pop_via(request)
         request = apply_edits(popped, [push_via_edit(popped, marked)])
         marked = None
-    push = push_via_edit(request, our_via)
+    via = push_via_edit(request, our_via)
     edits = [decrement_max_forwards_edit(request)]
+    if push is not None:
+        edits.append(push_field_edit(request, *push))
+    if pop_route:
+        edits.append(pop_value_edit(request, "route"))
     if marked is None:
-        return splice(request.raw, [push, *edits])
-    end = push.start + request.field_offset(first + 1) - request.field_offset(first)
+        return splice(request.raw, [via, *edits])
+    end = via.start + request.field_offset(first + 1) - request.field_offset(first)
     sep = "\r\n" if request.raw[end - 2 : end] == b"\r\n" else "\n"
     hops = ", ".join([marked, *split_commas(fields[first][2])[1:]])
     line = f"Via: {hops}{sep}".encode("utf-8", "surrogateescape")
-    return splice(request.raw, [Edit(push.start, end, push.data + line), *edits])
+    return splice(request.raw, [Edit(via.start, end, via.data + line), *edits])

@@ -23,9 +23,12 @@ __all__ = [
     "Edit",
     "apply_edits",
     "decrement_max_forwards",
+    "pop_value_edit",
     "pop_via",
+    "push_field_edit",
     "push_via",
     "remove_header",
+    "replace_field_edit",
     "replace_header",
     "splice",
     "to_bytes",
@@ -132,6 +135,20 @@ def push_via_edit(msg: Message, value: str) -> Edit:
     return Edit(at, at, _line(msg, "Via", value))
 
 
+def push_field_edit(msg: Message, name: str, value: str) -> Edit:
+    """An edit adding ``Name: value`` as the *top* value of a list header (Record-Route,
+    Path): above its first field, or at the end of the header block when there is none."""
+    spans = _field_byte_spans(msg)
+    positions = msg.headers.indices(name)
+    at = spans[positions[0]][0] if positions else _header_block_end(msg, spans)
+    return Edit(at, at, _line(msg, display_name(header_key(name)), value))
+
+
+def replace_field_edit(msg: Message, index: int, value: str) -> Edit:
+    """An edit giving the ``index``-th header field the value ``value`` (its name kept)."""
+    return _replace_field_value(msg, _field_byte_spans(msg), index, value)
+
+
 def _first_field_start(msg: Message, spans: list[tuple[int, int]]) -> int:
     return spans[0][0] if spans else _header_block_end(msg, spans)
 
@@ -141,20 +158,23 @@ def push_via(msg: M, value: str, limits: ParseLimits = DEFAULT_LIMITS) -> M:
     return apply_edits(msg, [push_via_edit(msg, value)], limits)
 
 
-def pop_via(msg: M, limits: ParseLimits = DEFAULT_LIMITS) -> M:
-    """Remove the top Via hop (RFC 3261 §16.7 step 3); other hops on its line stay."""
-    positions = msg.headers.indices("via")
+def pop_value_edit(msg: Message, name: str) -> Edit:
+    """An edit removing the top value of the list header ``name`` (Via, Route); other values on
+    its line stay. ValueError when there is none."""
+    positions = msg.headers.indices(name)
     if not positions:
-        raise ValueError("no Via to remove")
+        raise ValueError(f"no {display_name(header_key(name))} to remove")
     spans = _field_byte_spans(msg)
     first = positions[0]
-    value = msg.headers.fields[first][2]
-    hops = split_commas(value)
+    hops = split_commas(msg.headers.fields[first][2])
     if len(hops) == 1:
-        edit = _remove_field(msg, spans, first)
-    else:
-        edit = _replace_field_value(msg, spans, first, ", ".join(hops[1:]))
-    return apply_edits(msg, [edit], limits)
+        return _remove_field(msg, spans, first)
+    return _replace_field_value(msg, spans, first, ", ".join(hops[1:]))
+
+
+def pop_via(msg: M, limits: ParseLimits = DEFAULT_LIMITS) -> M:
+    """Remove the top Via hop (RFC 3261 §16.7 step 3); other hops on its line stay."""
+    return apply_edits(msg, [pop_value_edit(msg, "via")], limits)
 
 
 def decrement_max_forwards_edit(msg: Message) -> Edit:
