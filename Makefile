@@ -8,7 +8,7 @@ STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
 STAMP_BENCH := $(VENV)/.installed-bench
 
-.PHONY: demo test lint typecheck unit bench bench-analyze golden-update fuzz clean
+.PHONY: demo test lint typecheck unit bench bench-analyze bench-gateway golden-update fuzz clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,11 @@ bench: $(STAMP_BENCH)
 # (several minutes; captures cached in bench/out/).
 bench-analyze: $(STAMP_RUN)
 	$(PY) bench/analyze.py
+
+# The inline firewall against Kamailio + sanity + pike on the same load, pinned to one core each
+# (needs Debian's kamailio; about 3 minutes; BENCH_ARGS=--quick for a 30 s smoke run).
+bench-gateway: $(STAMP_RUN)
+	$(PY) bench/gateway.py $(BENCH_ARGS)
 
 # Rewrite the golden snapshots after an intended change in what the detectors find; review
 # `git diff tests/golden` before committing.
