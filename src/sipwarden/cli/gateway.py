@@ -607,12 +607,14 @@ class _Worker:
 
     def serve(self, duration: float | None, *, announce: bool) -> dict[str, Any]:
         """Run until stopped; the exit report."""
+        from sipwarden.gateway.server import tune_gc  # noqa: PLC0415
         from sipwarden.gateway.workers import FORWARDED_SIGNALS  # noqa: PLC0415
 
         server = self.server
 
         async def run() -> None:
             await server.start()
+            tune_gc()
             # Whoever reads the "listening" line may signal at once (a SIGHUP's default action
             # would end the process). So the signals wait, blocked, until the server's own
             # handlers are in place: run() below installs them before its first await, and

@@ -514,12 +514,11 @@ class StatelessProxy:
         Record-Route for a dialog-creating request (RFC 3261 §16.6 step 4), written for the
         ``side`` the request leaves on; the other side's copy is swapped in as the answer
         passes back (:meth:`_swap_own_entries`)."""
-        token = self._flow_token(index, peer)
         if request.method == "REGISTER":
-            return ("Path", self._own_entry(side, token))
+            return ("Path", self._own_entry(side, self._flow_token(index, peer)))
         to = request.to
         if request.method in _DIALOG_METHODS and (to is None or to.tag is None):
-            return ("Record-Route", self._own_entry(side, token))
+            return ("Record-Route", self._own_entry(side, self._flow_token(index, peer)))
         return None
 
     def _own_route(self, request: Request) -> bool:
@@ -538,7 +537,7 @@ class StatelessProxy:
         flow's entries: a dialog through the gateway twice (caller and callee both behind it)
         carries one entry per leg, and the other leg's must keep pointing where it was."""
         prefix = self._own_entry(side, "")[:-1]  # "<sip:host:port[;transport=x];lr;swf="
-        if prefix not in msg.raw.decode("utf-8", "surrogateescape"):
+        if prefix.encode("ascii") not in msg.raw:
             return msg
         swapped = self._own_entry(other, "")[:-1]
         edits = []
