@@ -530,17 +530,16 @@ class GatewayServer:
             asyncio.get_running_loop().call_soon(self._drain)
 
     def _drain(self) -> None:
-        """Inspect queued datagrams: the priority lane first, then the backlog for at most
-        ``DRAIN_BUDGET_S``, then let the loop read again."""
+        """Inspect queued datagrams for about ``DRAIN_BUDGET_S`` - the priority lane first,
+        then the backlog - then let the loop read again."""
         self._drain_pending = False
         priority, backlog = self._priority, self._backlog
-        deadline = time.perf_counter() + DRAIN_BUDGET_S
-        while priority:
+        clock = time.perf_counter
+        deadline = clock() + DRAIN_BUDGET_S
+        while priority and clock() < deadline:
             self._process(*priority.popleft())
-        while backlog and time.perf_counter() < deadline:
+        while backlog and clock() < deadline:
             self._process(*backlog.popleft())
-            if priority:  # a trusted datagram arrived meanwhile? (only via a re-entrant read)
-                break
         if (priority or backlog) and not self._drain_pending:
             self._drain_pending = True
             asyncio.get_running_loop().call_soon(self._drain)
