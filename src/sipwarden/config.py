@@ -44,7 +44,7 @@ import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -253,6 +253,18 @@ class GatewayConfig(BaseModel):
     metrics: str | None = Field(
         None,
         description="Serve Prometheus /metrics on IP:PORT; --metrics overrides. Unset: off.",
+    )
+    path: Literal["always", "if_supported", "never"] = Field(
+        "always",
+        description=(
+            "When the gateway adds its Path entry to a REGISTER (RFC 3327), so the registrar "
+            "routes requests for the binding through it: always (as Kamailio's path module "
+            "add_path(); the registrar must accept Path - Kamailio registrar use_path=1 with "
+            "path_mode 0 or 1, its strict mode 2 answers 420 to UAs that do not announce "
+            "'Supported: path'), if_supported (RFC 3327 §5.2 to the letter: only when the UA "
+            "announces it), or never (the core must reach clients some other way). Needs a "
+            "restart."
+        ),
     )
     secret_file: Path | None = Field(
         None,

@@ -23,8 +23,8 @@ from sipwarden.gateway.proxy import (
     stun_binding_response,
 )
 from sipwarden.gateway.verdict import Drop, DropReason, Reject, Tarpit, Verdict
-from sipwarden.net import Endpoint
-from sipwarden.sip import Request, Response, parse_message
+from sipwarden.net import Endpoint, Transport
+from sipwarden.sip import Request, Response, SipParseError, parse_message
 
 LISTEN = Endpoint("127.0.0.1", 5060)
 LISTEN6 = Endpoint("::1", 5060)
@@ -848,3 +848,99 @@ def test_call_from_the_core_to_a_registered_client_follows_its_path() -> None:
     back = parse_message(up.data)
     assert isinstance(back, Response)
     assert (back.headers.get("record-route") or "").startswith("<sip:127.0.0.1:40000;lr;swf=")
+
+
+# -- review fixes: the upstream is never banned, no relay through a bare entry, Path modes,
+# -- SIPS entries, NAT without rport, keep-alives not counted as messages
+
+
+def test_the_upstream_is_never_banned_for_what_it_relays() -> None:
+    proxy, enforcer = _full_stack()
+    bad = b"INVITE sip:bob@192.0.2.10 SIP/2.0\r\nVia: \x00\r\n\r\n"
+    for n in range(40):
+        proxy.on_datagram(bad + b"X" * n, UPSTREAM, UP_LOCAL, NOW + n * 0.1)
+    proxy.on_framing_error(SipParseError("framing_error", 0, "x"), UPSTREAM, UP_LOCAL, NOW, 9)
+    assert not enforcer.is_blocked(UPSTREAM.ip, NOW + 5)  # type: ignore[attr-defined]
+    assert proxy.stats.dropped[DropReason.MALFORMED] >= 40
+
+
+def test_a_bare_entry_of_ours_or_a_hostile_request_uri_routes_nowhere() -> None:
+    proxy = StatelessProxy(config())
+
+    def core_request(uri: str, route: str = "") -> bytes:
+        return (
+            f"BYE {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKc{len(uri)}\r\n"
+            f"{route}From: <sip:a@example.net>;tag=1\r\nTo: <sip:b@example.net>;tag=2\r\n"
+            "Call-ID: relay\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+
+    bare = core_request("sip:x@198.51.100.99:5060", "Route: <sip:127.0.0.1:40000;lr>\r\n")
+    assert proxy.on_datagram(bare, UPSTREAM, UP_LOCAL, NOW) == []
+    for uri in ("sip:x@239.1.2.3", "sip:x@0.0.0.0", "sip:x@127.0.0.1:5070", "sip:x@[ff02::1]"):
+        assert proxy.on_datagram(core_request(uri), UPSTREAM, UP_LOCAL, NOW) == [], uri
+    assert proxy.stats.dropped[DropReason.NO_ROUTE] == 5
+    [ok] = proxy.on_datagram(core_request("sip:x@198.51.100.99:5060"), UPSTREAM, UP_LOCAL, NOW)
+    assert ok.dest == Endpoint("198.51.100.99", 5060)
+
+
+@pytest.mark.parametrize(
+    ("mode", "supported", "expected"),
+    [
+        ("always", "", True),
+        ("if_supported", "", False),
+        ("if_supported", "Supported: timer, path\r\n", True),
+        ("never", "Supported: path\r\n", False),
+    ],
+)
+def test_path_modes(mode: str, supported: str, expected: bool) -> None:
+    proxy = StatelessProxy(config(path=mode))
+    out = forward(proxy, request("REGISTER", extra=supported))
+    assert (out.headers.get("path") is not None) is expected
+
+
+def test_sips_dialog_gets_a_sips_entry_on_the_tls_side() -> None:
+    tls = Endpoint("127.0.0.1", 5061, Transport.TLS)
+    proxy = StatelessProxy(config(listen=(LISTEN, tls)))
+    client = Endpoint("192.0.2.10", 40001, Transport.TLS)
+    data = request(
+        "INVITE", uri="sips:alice@example.net", via="SIP/2.0/TLS 192.0.2.10:5061;branch=z9hG4bKs"
+    )
+    [send] = proxy.on_datagram(data, client, tls, NOW)
+    invite = parse_message(send.data)
+    assert isinstance(invite, Request)
+    ours = invite.headers.get_all("record-route")[0]
+    assert ours.startswith("<sip:127.0.0.1:40000;lr;swf=")  # the core's side is UDP
+    ok = answer(invite).replace(
+        b"Content-Length: 0", f"Record-Route: {ours}\r\nContent-Length: 0".encode()
+    )
+    [back] = proxy.on_datagram(ok, UPSTREAM, UP_LOCAL, NOW)
+    assert back.dest == client and back.local == tls
+    out = parse_message(back.data)
+    assert isinstance(out, Response)
+    assert (out.headers.get("record-route") or "").startswith(
+        "<sips:127.0.0.1:5061;transport=tls;lr;swf="
+    )
+
+
+def test_a_udp_client_without_rport_behind_nat_gets_the_client_side_entry() -> None:
+    """Its answers go to its Via port, not the source port its flow was recorded with: our
+    entry is still swapped (matched by address)."""
+    proxy = StatelessProxy(config())
+    nat = Endpoint("198.51.100.7", 40001)
+    data = request("INVITE", via="SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bKnat")
+    [send] = proxy.on_datagram(data, nat, LISTEN, NOW)
+    invite = parse_message(send.data)
+    assert isinstance(invite, Request)
+    ours = invite.headers.get_all("record-route")[0]
+    ok = answer(invite).replace(
+        b"Content-Length: 0", f"Record-Route: {ours}\r\nContent-Length: 0".encode()
+    )
+    [back] = proxy.on_datagram(ok, UPSTREAM, UP_LOCAL, NOW)
+    assert back.dest == Endpoint("198.51.100.7", 5060)
+    assert b"<sip:127.0.0.1:5060;lr;swf=" in back.data
+
+
+def test_crlf_keepalives_are_not_counted_as_messages() -> None:
+    proxy = StatelessProxy(config())
+    assert proxy.on_datagram(b"\r\n\r\n", CLIENT, LISTEN, NOW) == []
+    assert (proxy.stats.received, proxy.stats.keepalives_ignored) == (0, 1)

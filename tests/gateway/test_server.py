@@ -337,3 +337,46 @@ def test_shared_blocklist_unreadable_mid_run_keeps_the_last_copy(
     assert server.internal_errors == 2  # counted each tick, not raised
     assert len([r for r in caplog.records if r.levelname == "ERROR"]) == 1  # logged once
     assert enforcer.is_blocked("192.0.2.5", 3.0)  # the last good copy still applies
+
+
+def test_the_upstreams_datagrams_are_never_shed() -> None:
+    """A flood forged from a trusted address fills the trusted lane; the upstream's own
+    datagrams (its connected socket) have a lane of their own and are all inspected."""
+    from sipwarden.gateway import server as server_module
+    from sipwarden.gateway.enforcer import Enforcer
+    from sipwarden.gateway.policy import Policy, PolicyConfig
+
+    policy = Enforcer(Policy(PolicyConfig(trusted_peers=("127.0.0.0/8",))))
+
+    async def scenario() -> None:
+        upstream = udp()
+        up = Endpoint("127.0.0.1", upstream.getsockname()[1])
+        server = GatewayServer([Endpoint("127.0.0.1", 0)], up, policy=policy)
+        await server.start()
+        task = asyncio.create_task(server.run())
+        forged = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        forged.bind(("127.0.0.3", 0))
+        old = server_module.MAX_PRIORITY
+        server_module.MAX_PRIORITY = 4
+        try:
+            dest = ("127.0.0.1", server.local_endpoints[0].port)
+            assert server.proxy is not None
+            gw_up = (server.proxy.config.upstream_local.ip, server.proxy.config.upstream_local.port)
+            for n in range(100):
+                forged.sendto(options(forged.getsockname()[1], f"z9hG4bKfg{n}"), dest)
+                if n % 10 == 0:  # answers the core sends: not ours, counted no_route
+                    upstream.sendto(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 1.2.3.4\r\n\r\n", gw_up)
+            await asyncio.sleep(1.0)
+            received = server.received_counts()
+            assert received["upstream"] == 10
+            assert server.proxy is not None
+            assert server.shed > 0  # the forged trusted flood was shed
+            assert server.proxy.stats.received == 110  # every upstream datagram inspected
+        finally:
+            server_module.MAX_PRIORITY = old
+            server.stop()
+            await asyncio.wait_for(task, 5)
+            upstream.close()
+            forged.close()
+
+    asyncio.run(scenario())

@@ -293,12 +293,12 @@ def test_request_from_core_reaches_a_tcp_client_over_its_connection() -> None:
                 got = parse_message(await read_message(reader))
                 assert isinstance(got, Request) and got.method == "BYE"
                 assert got.via[0].transport == "TCP"
-                # A client with no connection cannot be reached: dropped, counted.
+                # A client with no connection cannot be reached: counted as undelivered.
                 lost = bye.replace(f":{client_port};".encode(), b":1;")
                 await asyncio.get_running_loop().sock_sendto(up_sock, lost, dest)
                 await asyncio.sleep(0.2)
                 assert server.proxy is not None
-                assert server.proxy.stats.dropped[DropReason.NO_ROUTE] == 1
+                assert server.proxy.stats.undelivered == 1
                 writer.close()
 
     asyncio.run(scenario())
@@ -393,3 +393,62 @@ def test_ipv6_tcp_listen() -> None:
                 writer.close()
 
     asyncio.run(scenario())
+
+
+def test_tls_connections_count_before_their_handshake(tmp_path: Path) -> None:
+    """A TLS listener admits (bounds, blocklist) on accept, before the handshake: connections
+    that never send a ClientHello hold slots only until the handshake timeout."""
+    cert, key = make_cert(tmp_path)
+    options = StreamOptions(handshake_timeout_s=0.3, max_connections_per_source=2)
+
+    async def scenario() -> None:
+        async with udp_upstream() as (_, upstream, _):
+            listen = [Endpoint("127.0.0.1", 0, Transport.TLS)]
+            async with gateway(
+                listen, upstream, tls=TlsOptions(cert, key), streams=options
+            ) as server:
+                port = server.local_endpoints[0].port
+                conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+                assert await closed(conns[2][0], timeout=2)
+                assert server.connections_refused["max_connections_per_source"] == 1
+                assert await closed(conns[0][0]) and await closed(conns[1][0])
+                for _ in range(40):  # the slots are freed as the loop reports the closes
+                    if server.connection_counts()["outside"] == 0:
+                        break
+                    await asyncio.sleep(0.05)
+                assert server.connection_counts()["outside"] == 0
+                for _, writer in conns:
+                    writer.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_message_trickled_a_byte_at_a_time_is_cut_off() -> None:
+    options = StreamOptions(handshake_timeout_s=0.3, idle_timeout_s=60)
+
+    async def scenario() -> None:
+        async with udp_upstream() as (_, upstream, _):
+            listen = [Endpoint("127.0.0.1", 0, Transport.TCP)]
+            async with gateway(listen, upstream, streams=options) as server:
+                port = server.local_endpoints[0].port
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"\r\n\r\n")  # a keep-alive: the peer "speaks SIP"
+                assert await asyncio.wait_for(reader.readexactly(2), 3) == b"\r\n"
+                for byte in request("TCP", 5099, "z9hG4bKslow")[:12]:
+                    writer.write(bytes([byte]))
+                    await asyncio.sleep(0.2)
+                    if writer.is_closing() or reader.at_eof():
+                        break
+                assert await closed(reader)
+                assert server.connections_closed["incomplete"] == 1
+                writer.close()
+
+    asyncio.run(scenario())
+
+
+def test_ipv6_sources_are_bounded_per_64() -> None:
+    from sipwarden.gateway.server import _source_key
+
+    assert _source_key("2001:db8:1:2::5") == _source_key("2001:db8:1:2:ffff::1")
+    assert _source_key("2001:db8:1:2::5") != _source_key("2001:db8:1:3::5")
+    assert _source_key("192.0.2.1") == "192.0.2.1"

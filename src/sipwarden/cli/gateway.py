@@ -69,7 +69,7 @@ if TYPE_CHECKING:
     from sipwarden.config import Settings
     from sipwarden.detect import Engine, Finding
     from sipwarden.gateway.enforcer import Enforcer, SharedBlocklist
-    from sipwarden.gateway.proxy import Incoming
+    from sipwarden.gateway.proxy import Incoming, PathMode
     from sipwarden.gateway.sanitize import Sanitizer
     from sipwarden.gateway.server import GatewayServer, StreamOptions, TlsOptions
     from sipwarden.gateway.verdict import DropReason
@@ -307,6 +307,7 @@ _RESTART_ONLY = {
     "tls": "gateway.tls_cert/tls_key/upstream_ca/upstream_server_name (--tls-*, --upstream-*)",
     "streams": "gateway.streams",
     "secret": "gateway.secret_file",
+    "path": "gateway.path",
 }
 
 
@@ -325,6 +326,8 @@ class GatewayPlan:
     workers: int
     tls: TlsOptions
     streams: StreamOptions
+    #: When REGISTERs get our Path entry (``gateway.path``).
+    path: PathMode
     #: The branch key from ``secret_file`` (None: none configured). Never printed.
     secret: bytes | None = dataclasses.field(repr=False)
 
@@ -403,6 +406,7 @@ class GatewayPlan:
                 max_connections_per_source=streams.max_connections_per_source,
                 handshake_timeout_s=streams.handshake_timeout_s,
             ),
+            path=file.path,
             secret=settings.gateway_secret,
         )
 
@@ -593,6 +597,7 @@ class _Worker:
             reuse_port=reuse_port,
             tls=plan.tls,
             streams=plan.streams,
+            path=plan.path,
             # Always set, also without --config: SIGHUP's default action would end the process.
             on_reload=self.reload,
         )

@@ -89,17 +89,18 @@ import ipaddress
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, TypeVar
+from typing import Literal, NamedTuple, TypeVar
 
 from sipwarden.detect.engine import Engine
 from sipwarden.detect.finding import Finding
 from sipwarden.detect.observation import Observation
 from sipwarden.detect.tables import TtlMap
 from sipwarden.gateway.verdict import Drop, DropReason, Forward, Reject, Tarpit, Verdict
-from sipwarden.net import Endpoint, Transport
+from sipwarden.net import AddressKind, Endpoint, Transport, classify
 from sipwarden.sip import Request, Response, SipParseError, Via, parse_message
 from sipwarden.sip.hdr.params import parse_params, split_commas
 from sipwarden.sip.hdr.via import BRANCH_COOKIE
+from sipwarden.sip.limits import DEFAULT_LIMITS, ParseLimits
 from sipwarden.sip.serialize import (
     Edit,
     apply_edits,
@@ -116,6 +117,7 @@ __all__ = [
     "BRANCH_PREFIX",
     "Incoming",
     "Outgoing",
+    "PathMode",
     "PolicyFn",
     "ProxyConfig",
     "ProxyStats",
@@ -134,6 +136,22 @@ Outgoing = Callable[[Request | Response, Endpoint], Request | Response]
 #: The inverse edit of messages arriving from the untrusted side (``Sanitizer.incoming``:
 #: hidden addresses restored); None when a token does not authenticate (dropped).
 Incoming = Callable[[Request | Response], Request | Response | None]
+
+#: Limits for what the upstream sends: the core adds its own Via, Record-Route and more to what
+#: the gateway let through under the default limits, and its messages must not be refused (or
+#: counted against it) for that.
+UPSTREAM_LIMITS = ParseLimits(
+    max_message_bytes=2 * DEFAULT_LIMITS.max_message_bytes,
+    max_header_bytes=2 * DEFAULT_LIMITS.max_header_bytes,
+    max_headers=2 * DEFAULT_LIMITS.max_headers,
+    max_via_hops=2 * DEFAULT_LIMITS.max_via_hops,
+)
+
+#: Set in a flow token's first byte (above the listen index, at most 127) for a SIPS dialog.
+_SIPS_FLAG = 0x80
+
+#: When a REGISTER gets the gateway's Path entry (see ``ProxyConfig.path``).
+PathMode = Literal["always", "if_supported", "never"]
 
 #: URI parameter carrying the flow token in the gateway's Record-Route and Path entries.
 FLOW_PARAM = "swf"
@@ -204,6 +222,9 @@ class ProxyConfig:
     #: refreshes well within 300 s (RFC 5626 §4.4.1: keep-alives every 95-120 s).
     max_flows: int = 100_000
     flow_ttl_s: float = 300.0
+    #: When a REGISTER gets our Path entry: always, if_supported (the UA sent
+    #: ``Supported: path``, RFC 3327 §5.2) or never (config ``gateway.path``).
+    path: PathMode = "always"
 
 
 @dataclass
@@ -223,6 +244,11 @@ class ProxyStats:
     rejected: Counter[tuple[int, DropReason]] = field(default_factory=Counter)
     #: STUN keep-alives (RFC 5626 §4.4.2) answered with a Binding response.
     keepalives_answered: int = 0
+    #: CRLF keep-alives over UDP (not messages: neither forwarded nor dropped).
+    keepalives_ignored: int = 0
+    #: Messages forwarded (so counted there) that the adapter could not deliver: the client's
+    #: connection was gone, the peer stopped reading, a send failed.
+    undelivered: int = 0
     dropped: Counter[DropReason] = field(default_factory=Counter)
 
     def drop(self, reason: DropReason) -> None:
@@ -307,6 +333,8 @@ class StatelessProxy:
     ) -> None:
         if not config.listen:
             raise ValueError("the gateway needs at least one listen endpoint")
+        if len(config.listen) > 127:  # a flow token keeps the index in 7 bits
+            raise ValueError("the gateway takes at most 127 listen endpoints")
         self.config = config
         self.engine = engine
         self.policy: PolicyFn = policy if policy is not None else forward_all
@@ -318,6 +346,10 @@ class StatelessProxy:
         self._flows: TtlMap[tuple[str, int], float] = TtlMap(config.max_flows, config.flow_ttl_s)
         self._own = {
             (_host(ep.ip).lower(), ep.port) for ep in (*config.listen, config.upstream_local)
+        }
+        #: Addresses the gateway must never send a request to: its own and the upstream's.
+        self._own_endpoints = {
+            (ep.ip, ep.port) for ep in (*config.listen, config.upstream_local, config.upstream)
         }
         #: The same, hosts as canonical IP text (for Route URIs).
         self._own_hosts = {
@@ -384,6 +416,10 @@ class StatelessProxy:
     # -- entry point ---------------------------------------------------------------------------
     def on_datagram(self, data: bytes, src: Endpoint, local: Endpoint, now: float) -> list[Send]:
         """One datagram in; what to send out (possibly nothing)."""
+        if data.strip(b"\r\n") == b"":
+            # RFC 5626 §4.4.1 keep-alive (CRLF): nothing to do over UDP; not a message.
+            self.stats.keepalives_ignored += 1
+            return []
         self.stats.received += 1
         from_upstream = local == self.config.upstream_local
         if from_upstream and (src.ip, src.port) != (
@@ -392,12 +428,12 @@ class StatelessProxy:
         ):
             self.stats.drop(DropReason.NO_ROUTE)
             return []
-        if data.strip(b"\r\n") == b"":
-            return []  # RFC 5626 §4.4.1 keep-alive (CRLF): nothing to do over UDP
         if data[4:8] == STUN_COOKIE and not from_upstream:
             return self._stun(data, src, local, now)
         try:
-            message: Request | Response | None = parse_message(data)
+            message: Request | Response | None = parse_message(
+                data, UPSTREAM_LIMITS if from_upstream else DEFAULT_LIMITS
+            )
             error: SipParseError | None = None
         except SipParseError as exc:
             message, error = None, exc
@@ -432,6 +468,12 @@ class StatelessProxy:
         ban = getattr(self.policy, "ban", None)
         if not callable(ban):
             return
+        # Never the upstream itself (a malformed relay it sent is the gateway's problem, not
+        # an attack): banning it would cut every call.
+        upstream = self.config.upstream.ip
+        findings = [f for f in findings if f.source is None or f.source.ip != upstream]
+        if not findings:
+            return
         try:
             ban(findings, now)
         except Exception:  # a policy bug must not hold up the upstream's traffic
@@ -444,11 +486,14 @@ class StatelessProxy:
         connection): the engine sees a malformed message, as ``analyze`` does for a capture,
         so repeat offenders are found and banned. Nothing is forwarded or answered."""
         self.stats.received += 1
+        judged = local != self.config.upstream_local  # the upstream is never judged or banned
         obs = Observation(now, 0, src, local, None, error, size)
-        findings = self._observe(obs, now, judged=True)
-        if findings is not None:
+        findings = self._observe(obs, now, judged=judged)
+        if findings is None:
+            return  # the engine raised: counted as engine_error
+        if judged:
             self._judge(obs, now, findings, b"")
-            self.stats.drop(DropReason.MALFORMED)
+        self.stats.drop(DropReason.MALFORMED)
 
     def _stun(self, data: bytes, src: Endpoint, local: Endpoint, now: float) -> list[Send]:
         """RFC 5626 §4.4.2: a STUN Binding request on a UDP flow gets a Binding response
@@ -467,20 +512,23 @@ class StatelessProxy:
         return [Send(answer, src, local)]
 
     # -- Record-Route, Path and flow tokens ------------------------------------------------------
-    def _flow_token(self, index: int, peer: Endpoint) -> str:
+    def _flow_token(self, index: int, peer: Endpoint, sips: bool = False) -> str:
         """The flow to ``peer`` through listen endpoint ``index``, authenticated (RFC 5626
         §5.2 style): what our Record-Route and Path entries carry, so a request the upstream
         sends back along them reaches that peer over that flow - its TCP/TLS connection, or
-        its NAT binding - whatever its Contact says."""
+        its NAT binding - whatever its Contact says. ``sips``: the dialog is for a SIPS URI
+        (the client's side of our entry must then be SIPS, §16.6 step 4)."""
         address = ipaddress.ip_address(peer.ip)
-        body = bytes([index]) + address.packed + peer.port.to_bytes(2, "big")
+        body = bytes([index | (_SIPS_FLAG if sips else 0)])
+        body += address.packed + peer.port.to_bytes(2, "big")
         mac = hashlib.blake2s(
             b"f\x00" + body, key=self.config.secret, digest_size=_DIGEST_SIZE
         ).digest()
         return base64.urlsafe_b64encode(body + mac).rstrip(b"=").decode("ascii")
 
-    def _open_flow(self, token: str) -> tuple[int, Endpoint] | None:
-        """(listen index, peer) of a flow token of ours; None when it does not authenticate."""
+    def _open_flow(self, token: str) -> tuple[int, Endpoint, bool] | None:
+        """(listen index, peer, sips) of a flow token of ours; None when it does not
+        authenticate."""
         if len(token) > 48:
             return None
         try:
@@ -493,18 +541,22 @@ class StatelessProxy:
         expected = hashlib.blake2s(
             b"f\x00" + body, key=self.config.secret, digest_size=_DIGEST_SIZE
         ).digest()
-        if not hmac.compare_digest(mac, expected) or body[0] >= len(self.config.listen):
+        index = body[0] & ~_SIPS_FLAG
+        if not hmac.compare_digest(mac, expected) or index >= len(self.config.listen):
             return None
-        index = body[0]
         ip = str(ipaddress.ip_address(body[1:-2]))
         peer = Endpoint(ip, int.from_bytes(body[-2:], "big"), self.config.listen[index].transport)
-        return index, peer
+        return index, peer, bool(body[0] & _SIPS_FLAG)
 
-    def _own_entry(self, local: Endpoint, token: str) -> str:
+    def _own_entry(self, local: Endpoint, token: str, request: Request | None = None) -> str:
         """Our Record-Route / Path entry on the side of ``local`` (loose routing, RFC 3261
-        §16.6 step 4), naming the flow ``token``."""
+        §16.6 step 4), naming the flow ``token``: a SIPS URI on a TLS side when ``request``
+        is for a SIPS URI (§16.6 step 4: the entry must then be SIPS too)."""
+        scheme = "sip"
+        if local.transport is Transport.TLS and request is not None and _is_sips(request):
+            scheme = "sips"
         transport = "" if local.transport is Transport.UDP else f";transport={local.transport}"
-        return f"<sip:{_host(local.ip)}:{local.port}{transport};lr;{FLOW_PARAM}={token}>"
+        return f"<{scheme}:{_host(local.ip)}:{local.port}{transport};lr;{FLOW_PARAM}={token}>"
 
     def _stay_on_path(
         self, request: Request, side: Endpoint, index: int, peer: Endpoint
@@ -515,11 +567,29 @@ class StatelessProxy:
         ``side`` the request leaves on; the other side's copy is swapped in as the answer
         passes back (:meth:`_swap_own_entries`)."""
         if request.method == "REGISTER":
-            return ("Path", self._own_entry(side, self._flow_token(index, peer)))
+            mode = self.config.path
+            if mode == "never" or (mode == "if_supported" and not _supports_path(request)):
+                return None
+            token = self._flow_token(index, peer, _is_sips(request))
+            return ("Path", self._own_entry(side, token, request))
         to = request.to
         if request.method in _DIALOG_METHODS and (to is None or to.tag is None):
-            return ("Record-Route", self._own_entry(side, self._flow_token(index, peer)))
+            token = self._flow_token(index, peer, _is_sips(request))
+            return ("Record-Route", self._own_entry(side, token, request))
         return None
+
+    def _reachable(self, dest: Endpoint, local: Endpoint) -> bool:
+        """Whether a Request-URI destination is a unicast host on the untrusted side: not one
+        of the gateway's own addresses or the upstream, not multicast/broadcast/unspecified/
+        reserved, and loopback or link-local only for a gateway listening there itself. The
+        untrusted side chooses the Contacts the core later sends to; without this it could aim
+        the gateway at its own host's services or at a broadcast address."""
+        if (dest.ip, dest.port) in self._own_endpoints:
+            return False
+        kind = classify(dest.ip)
+        if kind in (AddressKind.PUBLIC, AddressKind.PRIVATE, AddressKind.DOCUMENTATION):
+            return dest.ip != "255.255.255.255"
+        return kind in (AddressKind.LOOPBACK, AddressKind.LINK_LOCAL) and kind is classify(local.ip)
 
     def _own_route(self, request: Request) -> bool:
         """Whether the top Route names this gateway (RFC 3261 §16.4: then it is removed)."""
@@ -530,32 +600,42 @@ class StatelessProxy:
         host = _ip_literal(uri.host)
         return host is not None and (_host(host), uri.port or 5060) in self._own_hosts
 
-    def _swap_own_entries(self, msg: M, side: Endpoint, other: Endpoint, peer: Endpoint) -> M:
+    def _swap_own_entries(
+        self, msg: M, side: Endpoint, other: Endpoint, peer: Endpoint, exact: bool = True
+    ) -> M:
         """``msg`` (a response crossing the gateway) with our Record-Route/Path entries for the
         flow to ``peer`` rewritten from ``side`` to ``other``, the side it now leaves on: each
         side must see an address of ours it can reach (double record-routing). Only that
         flow's entries: a dialog through the gateway twice (caller and callee both behind it)
-        carries one entry per leg, and the other leg's must keep pointing where it was."""
-        prefix = self._own_entry(side, "")[:-1]  # "<sip:host:port[;transport=x];lr;swf="
-        if prefix.encode("ascii") not in msg.raw:
+        carries one entry per leg, and the other leg's must keep pointing where it was.
+        ``exact=False`` matches the flow by IP alone (a UDP client without ``rport``, whose
+        answers go to its Via port, not the source port its flow was recorded with)."""
+        base = self._own_entry(side, "")[1:-1]  # "sip:host:port[;transport=x];lr;swf="
+        if base[4:].encode("ascii") not in msg.raw:
             return msg
-        swapped = self._own_entry(other, "")[:-1]
         edits = []
         for name in ("record-route", "path"):
             for index in msg.headers.indices(name):
                 entries = split_commas(msg.headers.fields[index][2])
-                changed = [self._swap_entry(e, prefix, swapped, peer) for e in entries]
+                changed = [self._swap_entry(e, base, other, peer, exact) for e in entries]
                 if changed != entries:
                     edits.append(replace_field_edit(msg, index, ", ".join(changed)))
         return apply_edits(msg, edits) if edits else msg
 
-    def _swap_entry(self, entry: str, prefix: str, swapped: str, peer: Endpoint) -> str:
+    def _swap_entry(
+        self, entry: str, base: str, other: Endpoint, peer: Endpoint, exact: bool
+    ) -> str:
+        scheme = "sips" if entry.startswith("<sips:") else "sip"
+        prefix = "<" + scheme + base[3:]
         if not entry.startswith(prefix) or not entry.endswith(">"):
             return entry
-        flow = self._open_flow(entry[len(prefix) : -1])
-        if flow is None or (flow[1].ip, flow[1].port) != (peer.ip, peer.port):
+        token = entry[len(prefix) : -1]
+        flow = self._open_flow(token)
+        if flow is None or flow[1].ip != peer.ip or (exact and flow[1].port != peer.port):
             return entry
-        return swapped + entry[len(prefix) :]
+        scheme = "sips" if flow[2] and other.transport is Transport.TLS else "sip"
+        transport = "" if other.transport is Transport.UDP else f";transport={other.transport}"
+        return f"<{scheme}:{_host(other.ip)}:{other.port}{transport};lr;{FLOW_PARAM}={token}>"
 
     def state_size(self) -> int:
         """Entries in the proxy's own table (UDP flows kept alive)."""
@@ -744,9 +824,11 @@ class StatelessProxy:
         (``sips:``/``;transport=tls`` → TLS, ``;transport=tcp`` → TCP, else UDP), out of a
         listen endpoint of that transport and IP version."""
         if own_route:
+            # Our own entry: its flow or nowhere (a bare entry of ours, e.g. one a client put
+            # in its answer's Record-Route, must not make us follow a Request-URI it chose).
             token = request.route[0].uri.param(FLOW_PARAM)
-            if token is not None:
-                return self._open_flow(token)
+            flow = self._open_flow(token) if token is not None else None
+            return flow[:2] if flow is not None else None
         try:
             uri = request.request_uri
         except ValueError:
@@ -768,7 +850,7 @@ class StatelessProxy:
             ),
             None,
         )
-        if index is None or (dest.ip, dest.port) in {(e.ip, e.port) for e in self.config.listen}:
+        if index is None or not self._reachable(dest, self.config.listen[index]):
             return None
         return index, dest
 
@@ -796,7 +878,9 @@ class StatelessProxy:
         dest = _response_destination(next_hop, listen.transport)
         if dest is None:
             return None
-        return _Routed(self._swap_own_entries(out, upstream_local, listen, dest), dest, listen)
+        exact = listen.transport is not Transport.UDP or next_hop.rport is not None
+        out = self._swap_own_entries(out, upstream_local, listen, dest, exact)
+        return _Routed(out, dest, listen)
 
     def _response(self, routed: _Routed | DropReason, from_upstream: bool) -> list[Send]:
         if isinstance(routed, DropReason):
@@ -870,6 +954,19 @@ def _response_destination(hop: Via, transport: Transport) -> Endpoint | None:
     default = 5061 if transport is Transport.TLS else 5060
     port = int(rport) if rport and rport.isdigit() else (hop.port or default)
     return Endpoint(ip, port, transport)
+
+
+def _is_sips(request: Request) -> bool:
+    """A request for a SIPS URI (its Request-URI, or its first Route when it has one)."""
+    routes = request.headers.get_all("route")
+    target = routes[0].lstrip() if routes else request.uri
+    return target.lower().lstrip("<").startswith("sips:")
+
+
+def _supports_path(request: Request) -> bool:
+    """Whether the UA announced ``Supported: path`` (RFC 3327 §5.1)."""
+    tags = (t.strip().lower() for v in request.headers.get_all("supported") for t in v.split(","))
+    return "path" in tags
 
 
 def _uri_transport(scheme: str, param: str | None) -> Transport | None:

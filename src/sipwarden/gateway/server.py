@@ -47,6 +47,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -58,8 +59,10 @@ from sipwarden.detect.engine import Engine
 from sipwarden.errors import InputError
 from sipwarden.gateway.enforcer import Enforcer
 from sipwarden.gateway.proxy import (
+    UPSTREAM_LIMITS,
     Incoming,
     Outgoing,
+    PathMode,
     PolicyFn,
     ProxyConfig,
     Send,
@@ -102,8 +105,11 @@ RECV_BUFFER = 4 << 20
 READ_BURST = 64
 #: Inspection time per pass over the backlog before the loop reads again (seconds).
 DRAIN_BUDGET_S = 0.002
-#: Datagrams from the upstream and trusted peers waiting for inspection (a spoofed trusted
-#: source can fill it; beyond it they are shed too).
+#: Datagrams from the upstream waiting for inspection: all are inspected on every pass, so this
+#: only bounds memory if the core floods the gateway itself.
+MAX_UPSTREAM_QUEUE = 16384
+#: Datagrams from trusted peers waiting for inspection (a source forged from a trusted address
+#: can fill it; beyond it they are shed too).
 MAX_PRIORITY = 4096
 #: Other datagrams waiting for inspection: about 60 ms of work at full inspection, so an
 #: answer that waits in it is still useful; beyond it new datagrams are shed (``overload``).
@@ -199,6 +205,7 @@ class GatewayServer:
         tls: TlsOptions | None = None,
         streams: StreamOptions | None = None,
         on_reload: Callable[[], None] | None = None,
+        path: PathMode = "always",
     ) -> None:
         self.listen = listen
         self.upstream = upstream
@@ -222,11 +229,14 @@ class GatewayServer:
         self.reuse_port = reuse_port
         self.tls = tls if tls is not None else TlsOptions()
         self.streams = streams if streams is not None else StreamOptions()
+        #: When REGISTERs get the gateway's Path entry (ProxyConfig.path).
+        self.path: PathMode = path
         #: Called on SIGHUP (the CLI re-reads its config and calls :meth:`reconfigure`).
         self.on_reload = on_reload
         self._udp: dict[Endpoint, _Udp] = {}
         #: Read but not yet inspected: the upstream's and trusted peers' datagrams, and the
         #: rest (bounded: beyond it, datagrams are shed, see the module docstring).
+        self._upstream_lane: deque[_Queued] = deque()
         self._priority: deque[_Queued] = deque()
         self._backlog: deque[_Queued] = deque()
         self._drain_pending = False
@@ -272,6 +282,7 @@ class GatewayServer:
             upstream_local=upstream_local,
             secret=self.secret,
             fail_open=self.fail_open,
+            path=self.path,
         )
         self.proxy = StatelessProxy(config, self.engine, self.policy, self.outgoing, self.incoming)
         self._trusted = _trusted_of(self.policy)
@@ -290,14 +301,13 @@ class GatewayServer:
                 else None
             )
             local_box: list[Endpoint] = []
+            # TLS is started per connection once it is admitted (see streams.StreamConnection).
             server = await loop.create_server(
-                lambda: self._connection(local_box[0]),
+                lambda: self._connection(local_box[0], context),
                 endpoint.ip,
                 endpoint.port,
                 family=_family(endpoint),
                 reuse_port=reuse_port,
-                ssl=context,
-                ssl_handshake_timeout=self.streams.handshake_timeout_s if context else None,
                 backlog=min(self.streams.max_connections, 4096),
             )
         except OSError as exc:
@@ -316,6 +326,7 @@ class GatewayServer:
                 self.tls,
                 self.streams.handshake_timeout_s,
                 time.monotonic,
+                UPSTREAM_LIMITS,
             )
             return await self._up_stream.open()
         try:
@@ -354,7 +365,7 @@ class GatewayServer:
         asyncio.get_running_loop().add_reader(sock.fileno(), self._read_ready, udp)
         return local
 
-    def _connection(self, local: Endpoint) -> StreamConnection:
+    def _connection(self, local: Endpoint, tls: ssl.SSLContext | None) -> StreamConnection:
         return StreamConnection(
             local,
             self._on_stream_message,
@@ -362,6 +373,8 @@ class GatewayServer:
             self._admit,
             self._forget,
             time.monotonic,
+            tls=tls,
+            handshake_timeout_s=self.streams.handshake_timeout_s,
         )
 
     def _attach_metrics(self, metrics: GatewayMetrics) -> None:
@@ -427,6 +440,7 @@ class GatewayServer:
                 asyncio.get_running_loop().remove_reader(udp.sock.fileno())
             udp.sock.close()
         self._udp.clear()
+        self._upstream_lane.clear()
         self._priority.clear()
         self._backlog.clear()
         for listener in self._listeners:
@@ -448,11 +462,11 @@ class GatewayServer:
             reason = "blocklisted"
         elif len(self._conns) >= self.streams.max_connections:
             reason = "max_connections"
-        elif self._per_source[peer.ip] >= self.streams.max_connections_per_source:
+        elif self._per_source[_source_key(peer.ip)] >= self.streams.max_connections_per_source:
             reason = "max_connections_per_source"
         else:
             self._conns[(conn.local, peer.ip, peer.port)] = conn
-            self._per_source[peer.ip] += 1
+            self._per_source[_source_key(peer.ip)] += 1
             return True
         self.connections_refused[reason] += 1
         return False
@@ -462,22 +476,26 @@ class GatewayServer:
         assert peer is not None
         if self._conns.get((conn.local, peer.ip, peer.port)) is conn:
             del self._conns[(conn.local, peer.ip, peer.port)]
-            left = self._per_source[peer.ip] - 1
+            key = _source_key(peer.ip)
+            left = self._per_source[key] - 1
             if left > 0:
-                self._per_source[peer.ip] = left
+                self._per_source[key] = left
             else:
-                del self._per_source[peer.ip]
+                del self._per_source[key]
         if conn.closed_by_us is not None:
             self.connections_closed[conn.closed_by_us] += 1
 
     def _sweep(self, now: float) -> None:
-        """Close idle connections, and those that said nothing SIP in time (slowloris)."""
+        """Close idle connections, those that said nothing SIP in time, and those that keep a
+        message incomplete longer than that (slowloris, a byte at a time)."""
         idle, silent = self.streams.idle_timeout_s, self.streams.handshake_timeout_s
         for conn in list(self._conns.values()):
             if now - conn.last_active > idle:
                 conn.close("idle")
             elif not conn.spoke and now - conn.opened > silent:
                 conn.close("silent")
+            elif conn.partial_since is not None and now - conn.partial_since > silent:
+                conn.close("incomplete")
 
     def _on_stream_message(self, data: bytes, src: Endpoint, local: Endpoint) -> None:
         side = "upstream" if src == self.upstream else "outside"
@@ -502,7 +520,7 @@ class GatewayServer:
         sock = udp.sock
         local = udp.local
         trusted = self._trusted
-        priority, backlog = self._priority, self._backlog
+        upstream, priority, backlog = self._upstream_lane, self._priority, self._backlog
         now = time.perf_counter
         for _ in range(READ_BURST):
             try:
@@ -514,7 +532,13 @@ class GatewayServer:
                 continue
             udp.received += 1
             src = _endpoint(addr, Transport.UDP)
-            if udp.upstream or (trusted is not None and trusted(src.ip)):
+            if udp.upstream:
+                # The core's own traffic (a connected socket: not spoofable) is never shed
+                # behind a flood, whatever it claims; bounded all the same.
+                if len(upstream) < MAX_UPSTREAM_QUEUE:
+                    upstream.append((data, src, local, now()))
+                    continue
+            elif trusted is not None and trusted(src.ip):
                 if len(priority) < MAX_PRIORITY:
                     priority.append((data, src, local, now()))
                     continue
@@ -525,15 +549,17 @@ class GatewayServer:
             if self.proxy is not None:
                 self.proxy.stats.received += 1
                 self.proxy.stats.drop(DropReason.OVERLOAD)
-        if not self._drain_pending and (priority or backlog):
+        if not self._drain_pending and (upstream or priority or backlog):
             self._drain_pending = True
             asyncio.get_running_loop().call_soon(self._drain)
 
     def _drain(self) -> None:
-        """Inspect queued datagrams for about ``DRAIN_BUDGET_S`` - the priority lane first,
-        then the backlog - then let the loop read again."""
+        """Inspect queued datagrams: the upstream's all, then for about ``DRAIN_BUDGET_S``
+        the trusted peers' and then the backlog; then let the loop read again."""
         self._drain_pending = False
-        priority, backlog = self._priority, self._backlog
+        upstream, priority, backlog = self._upstream_lane, self._priority, self._backlog
+        while upstream:
+            self._process(*upstream.popleft())
         clock = time.perf_counter
         deadline = clock() + DRAIN_BUDGET_S
         while priority and clock() < deadline:
@@ -551,6 +577,7 @@ class GatewayServer:
             actions = self.proxy.on_datagram(data, src, local, time.time())
         except Exception:  # a bug in the core: one datagram lost, the gateway keeps running
             self.internal_errors += 1
+            self.proxy.stats.drop(DropReason.ENGINE_ERROR)
             log.exception("proxy core raised on a datagram from %s", src)
             return
         for action in actions:
@@ -576,6 +603,7 @@ class GatewayServer:
                     udp.sock.sendto(action.data, (action.dest.ip, action.dest.port))
             except OSError:  # buffer full (EAGAIN), or ICMP unreachable reported late
                 self.socket_errors += 1
+                self._undelivered()
             return
         if self._up_stream is not None and action.dest == self.upstream:
             if not self._up_stream.send(action.data):
@@ -586,10 +614,10 @@ class GatewayServer:
             self._undelivered()
 
     def _undelivered(self) -> None:
-        """A message for a connection that is gone (or a peer that stopped reading): the
-        proxy counted it forwarded; it is counted again as dropped, no route."""
+        """A message the proxy counted as forwarded that could not be sent: its connection
+        is gone, the peer stopped reading, or the send failed."""
         if self.proxy is not None:
-            self.proxy.stats.drop(DropReason.NO_ROUTE)
+            self.proxy.stats.undelivered += 1
 
     def reconfigure(
         self,
@@ -725,6 +753,14 @@ def _endpoint(addr: Any, transport: Transport) -> Endpoint:
     """A socket address as an Endpoint. The kernel's text (inet_ntop) is already canonical
     (RFC 5952 for IPv6); only a scope id is cut."""
     return Endpoint(addr[0].partition("%")[0], int(addr[1]), transport)
+
+
+def _source_key(ip: str) -> str:
+    """What the per-source connection bound counts by: the IPv4 address, or the IPv6 /64 (one
+    subscriber gets a whole /64, RFC 6177; counting addresses would give it every slot)."""
+    if ":" not in ip:
+        return ip
+    return str(ipaddress.ip_network(f"{ip}/64", strict=False))
 
 
 def _trusted_of(policy: PolicyFn | None) -> Callable[[str], bool] | None:

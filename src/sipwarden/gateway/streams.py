@@ -42,6 +42,7 @@ from sipwarden.errors import InputError
 from sipwarden.net import Endpoint, Transport
 from sipwarden.sip import SipParseError
 from sipwarden.sip.framing import NEED_DATA, FramerEvent, StreamFramer
+from sipwarden.sip.limits import DEFAULT_LIMITS, ParseLimits
 
 if TYPE_CHECKING:
     from sipwarden.gateway.server import TlsOptions
@@ -57,9 +58,13 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Bytes queued toward one peer before the connection is closed as a slow reader: a few dozen
-#: large SIP messages; a peer that reads nothing must not make the gateway hold its answers.
-MAX_WRITE_BUFFER = 1 << 20
+#: Bytes queued toward one peer before the connection is closed as a slow reader: a few large
+#: SIP messages; a peer that reads nothing must not make the gateway hold its answers (at most
+#: max_connections x this in all: 512 MiB at the defaults).
+MAX_WRITE_BUFFER = 256 << 10
+#: Decrypted chunks kept between the end of a TLS handshake and the first use of the TLS
+#: transport (one loop turn): a peer cannot have sent more than a few by then.
+MAX_EARLY_CHUNKS = 64
 #: Messages queued for the upstream while its connection is being re-opened.
 MAX_UPSTREAM_QUEUE = 1024
 #: Pause between attempts to re-open the upstream connection (seconds).
@@ -106,7 +111,11 @@ def client_context(tls: TlsOptions) -> ssl.SSLContext:
 
 
 class StreamConnection(asyncio.Protocol):
-    """One TCP/TLS connection: frames its bytes, answers keep-alives, hands messages on."""
+    """One TCP/TLS connection: frames its bytes, answers keep-alives, hands messages on.
+
+    A TLS connection is accepted as plain TCP, admitted (bounds, blocklist) and only then
+    upgraded with ``loop.start_tls``: connections still in their handshake count against the
+    bounds, and a blocklisted source never gets the server's signature operation."""
 
     def __init__(
         self,
@@ -116,6 +125,10 @@ class StreamConnection(asyncio.Protocol):
         admit: Callable[[StreamConnection], bool],
         forget: Callable[[StreamConnection], None],
         now: Callable[[], float],
+        *,
+        tls: ssl.SSLContext | None = None,
+        handshake_timeout_s: float = 5.0,
+        limits: ParseLimits = DEFAULT_LIMITS,
     ) -> None:
         self.local = local
         self.peer: Endpoint | None = None
@@ -125,9 +138,18 @@ class StreamConnection(asyncio.Protocol):
         self._admit = admit
         self._forget = forget
         self._now = now
-        self.framer = StreamFramer()
+        self._tls = tls
+        self._handshake_timeout_s = handshake_timeout_s
+        #: True while the TLS handshake runs: nothing may be written in the clear.
+        self.upgrading = False
+        self._early: list[bytes] = []
+        self.framer = StreamFramer(limits)
         self.opened = now()
+        #: Last SIP activity (a message or a keep-alive), for the idle timeout: bytes that do
+        #: not complete a message do not count, or one byte a minute would hold a slot.
         self.last_active = self.opened
+        #: Since when an incomplete message has been buffered (None: nothing is).
+        self.partial_since: float | None = None
         #: A complete message (or keep-alive) was seen: the peer speaks SIP.
         self.spoke = False
         self.admitted = False
@@ -135,15 +157,57 @@ class StreamConnection(asyncio.Protocol):
     # -- asyncio callbacks ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.peer = endpoint_of(transport.get_extra_info("peername"), self.local.transport)
+        peername = transport.get_extra_info("peername")
+        if not peername:  # the peer is already gone
+            transport.abort()  # type: ignore[attr-defined]
+            return
+        self.peer = endpoint_of(peername, self.local.transport)
         self.admitted = self._admit(self)
         if not self.admitted:
             transport.abort()  # type: ignore[attr-defined]
+            return
+        if self._tls is not None:
+            # No byte is read in the clear: start_tls resumes reading through TLS.
+            transport.pause_reading()  # type: ignore[attr-defined]
+            self.upgrading = True
+            asyncio.get_running_loop().create_task(self._upgrade(self._tls))
+
+    async def _upgrade(self, context: ssl.SSLContext) -> None:
+        raw = self.transport
+        assert raw is not None
+        try:
+            upgraded = await asyncio.get_running_loop().start_tls(
+                raw,
+                self,
+                context,
+                server_side=True,
+                ssl_handshake_timeout=self._handshake_timeout_s,
+            )
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError, RuntimeError):
+            upgraded = None
+        self.upgrading = False
+        if upgraded is None:
+            self.closed_by_us = "handshake_failed"
+            raw.abort()
+            self.connection_lost(None)  # idempotent: the slot is freed now, whoever reports
+            return
+        self.transport = upgraded
+        # Plaintext TLS delivered before this coroutine resumed (see data_received).
+        early, self._early = self._early, []
+        for data in early:
+            self.data_received(data)
 
     def data_received(self, data: bytes) -> None:
+        if self.upgrading:
+            # Decrypted bytes can arrive between the end of the handshake and the moment
+            # _upgrade has the TLS transport to answer on: kept (the framer's bound applies
+            # when they are replayed; a handshake leaves little room for more).
+            self._early.append(data)
+            if len(self._early) > MAX_EARLY_CHUNKS:
+                self.close("framing", abort=True)
+            return
         if self.transport is None or self.peer is None or not self.admitted:
             return
-        self.last_active = self._now()
         framer = self.framer
         try:
             framer.feed(data)
@@ -152,6 +216,7 @@ class StreamConnection(asyncio.Protocol):
                 if item is NEED_DATA:
                     break
                 self.spoke = True
+                self.last_active = self._now()
                 if item is FramerEvent.PING:
                     self.write(b"\r\n")  # RFC 5626 §4.4.1: a pong answers a ping
                 elif item is FramerEvent.PONG:
@@ -162,6 +227,11 @@ class StreamConnection(asyncio.Protocol):
             size = framer.buffered
             self.close("framing")
             self._on_framing_error(exc, self.peer, self.local, size)
+            return
+        if framer.buffered == 0:
+            self.partial_since = None
+        elif self.partial_since is None:
+            self.partial_since = self._now()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.admitted:
@@ -175,7 +245,7 @@ class StreamConnection(asyncio.Protocol):
     def write(self, data: bytes) -> bool:
         """Queue ``data``; False (and the connection closed) when the peer stopped reading."""
         transport = self.transport
-        if transport is None or transport.is_closing():
+        if transport is None or transport.is_closing() or self.upgrading:
             return False
         if transport.get_write_buffer_size() + len(data) > MAX_WRITE_BUFFER:
             self.close("slow_reader", abort=True)
@@ -204,8 +274,10 @@ class UpstreamStream:
         tls: TlsOptions,
         handshake_timeout_s: float,
         now: Callable[[], float],
+        limits: ParseLimits = DEFAULT_LIMITS,
     ) -> None:
         self.upstream = upstream
+        self._limits = limits
         self._on_message = on_message
         self._on_framing_error = on_framing_error
         self._context = client_context(tls) if upstream.transport is Transport.TLS else None
@@ -242,6 +314,7 @@ class UpstreamStream:
                 lambda conn: True,
                 self._lost,
                 self._now,
+                limits=self._limits,
             )
 
         kwargs: dict[str, Any] = {}
