@@ -75,6 +75,12 @@ class _Stats(Protocol):
     @property
     def answers_suppressed(self) -> int: ...
     @property
+    def undelivered(self) -> int: ...
+    @property
+    def keepalives_answered(self) -> int: ...
+    @property
+    def keepalives_ignored(self) -> int: ...
+    @property
     def rejected(self) -> Mapping[tuple[int, DropReason], int]: ...
     @property
     def dropped(self) -> Mapping[DropReason, int]: ...
@@ -181,7 +187,20 @@ class _GatewayCollector(Collector):
             "sipwarden_gateway_answers_suppressed",
             "Rejections not sent because the answer would be larger than the request.",
         )
+        undelivered = CounterMetricFamily(
+            "sipwarden_gateway_undelivered",
+            "Messages forwarded that could not be sent (connection gone, slow reader, send "
+            "error); also counted in sipwarden_gateway_forwarded_total.",
+        )
+        keepalives = CounterMetricFamily(
+            "sipwarden_gateway_keepalives",
+            "RFC 5626 keep-alives over UDP: STUN answered, CRLF ignored.",
+            labels=["kind"],
+        )
         if stats is not None:
+            undelivered.add_metric([], stats.undelivered)
+            keepalives.add_metric(["stun_answered"], stats.keepalives_answered)
+            keepalives.add_metric(["crlf"], stats.keepalives_ignored)
             forwarded.add_metric(["request"], stats.forwarded_requests)
             forwarded.add_metric(["response"], stats.forwarded_responses)
             for (status, reason), count in sorted(stats.rejected.items()):
@@ -191,7 +210,8 @@ class _GatewayCollector(Collector):
                 dropped.add_metric([reason.value], stats.dropped.get(reason, 0))
             engine_errors.add_metric([], stats.engine_errors)
             suppressed.add_metric([], stats.answers_suppressed)
-        yield from (forwarded, rejected, dropped, engine_errors, suppressed)
+        yield from (forwarded, rejected, dropped, engine_errors, suppressed, undelivered)
+        yield keepalives
         for name, count in sorted(src.errors().items()):
             errors = CounterMetricFamily(
                 f"sipwarden_gateway_{name}_errors", f"Errors of the gateway's {name} layer."

@@ -734,6 +734,8 @@ class _Worker:
             "dropped": {str(k): v for k, v in sorted(stats.dropped.items())},
             "shed": self.server.shed,
             "keepalives_answered": stats.keepalives_answered,
+            "keepalives_ignored": stats.keepalives_ignored,
+            "undelivered": stats.undelivered,
             "connections_refused": dict(sorted(self.server.connections_refused.items())),
             "connections_closed": dict(sorted(self.server.connections_closed.items())),
             "engine_errors": stats.engine_errors,
