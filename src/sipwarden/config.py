@@ -481,7 +481,7 @@ def read_secret_file(path: Path, source: str) -> bytes:
         os.close(fd)
         raise ConfigFileError(source, key, f"{path}: not a regular file")
     with os.fdopen(fd, "rb") as handle:
-        problem = private_file_problem(info.st_mode)
+        problem = private_file_problem(info.st_mode, info.st_uid)
         if problem is not None:
             raise ConfigFileError(source, key, f"{path}: {problem}")
         data = handle.read(MAX_SECRET_BYTES + 1)
@@ -495,12 +495,15 @@ def read_secret_file(path: Path, source: str) -> bytes:
     return hashlib.blake2b(data, digest_size=32, person=b"sipwarden-branch").digest()
 
 
-def private_file_problem(mode: int) -> str | None:
-    """Why a file holding a key must not be used with this ``st_mode`` (None: it may): group
-    or other may read or write it. As ssh refuses a readable private key: a key others can
-    read is no longer secret, one they can write is no longer ours."""
+def private_file_problem(mode: int, owner: int | None = None) -> str | None:
+    """Why a file holding a key must not be used with this ``st_mode`` and ``owner`` uid (None:
+    it may): group or other may read or write it, or another user owns it. As ssh refuses a
+    readable private key: a key others can read is no longer secret, one they can write (or
+    own) is no longer ours. Root's files are accepted for any user (a key installed by root)."""
     if mode & 0o066:
         return f"readable or writable by group/other (mode {stat.S_IMODE(mode):03o}); chmod 600 it"
+    if owner is not None and owner not in (0, os.geteuid()):
+        return f"owned by uid {owner}, not by the user running sipwarden ({os.geteuid()})"
     return None
 
 

@@ -242,3 +242,36 @@ def test_a_tick_writes_at_most_max_flush_bans(db: Path, open_shared: OpenShared)
 def test_bad_bounds_are_refused(open_shared: OpenShared) -> None:
     with pytest.raises(ValueError, match="max_pending"):
         open_shared(max_pending=0)
+
+
+def test_drain_writes_every_pending_ban_at_exit(db: Path, open_shared: OpenShared) -> None:
+    shared = open_shared(max_flush=2)
+    for i in range(7):
+        offend(shared.enforcer, f"192.0.2.{i + 1}", T0)
+    assert shared.drain(T0 + 0.5) == 0
+    with other_connection(db) as cli:
+        assert len(cli.list(T0 + 1)) == 7
+
+
+def test_drain_gives_up_on_a_database_locked_throughout(db: Path, open_shared: OpenShared) -> None:
+    shared = open_shared()
+    offend(shared.enforcer, "192.0.2.10", T0)
+    holder = sqlite3.connect(db, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        assert shared.drain(T0, busy_timeout_s=0.05) == 1
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def test_a_peer_made_trusted_is_not_held_by_an_automatic_ban() -> None:
+    from sipwarden.gateway.policy import PolicyConfig
+
+    enforcer = Enforcer(Policy())
+    offend(enforcer, "192.0.2.10", T0)
+    enforcer.store.add("192.0.2.11", T0, ttl_s=None, reason="operator", origin="cli")
+    assert enforcer.is_blocked("192.0.2.10", T0 + 1)
+    enforcer.policy = Policy(PolicyConfig(trusted_peers=("192.0.2.0/24",)))  # a reload
+    assert not enforcer.is_blocked("192.0.2.10", T0 + 1)
+    assert enforcer.is_blocked("192.0.2.11", T0 + 1)  # an operator's ban is honoured

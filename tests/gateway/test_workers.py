@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from sipwarden.config import MAX_WORKERS
-from sipwarden.gateway.workers import merge_reports
+from sipwarden.gateway.workers import WorkerChannel, merge_reports
 from tests.gateway import run_cli
 from tests.gateway.test_server import options
 
@@ -299,8 +299,13 @@ def test_metrics_port_per_worker(gateways: list[Gateway]) -> None:
     assert gateway.proc.returncode == 0
 
 
-def test_a_worker_that_cannot_bind_is_an_error_before_listening() -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:  # no SO_REUSEPORT
+@pytest.mark.parametrize("reuse_port", [False, True])
+def test_a_worker_that_cannot_bind_is_an_error_before_listening(reuse_port: bool) -> None:
+    """Also when the port is held with SO_REUSEPORT (another gateway's workers): joining it
+    would share that gateway's traffic."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        if reuse_port:
+            taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         taken.bind(("127.0.0.1", 0))
         port = taken.getsockname()[1]
         result = run_cli(
@@ -383,3 +388,25 @@ def test_merge_of_nothing_and_of_one() -> None:
     assert merge_reports([]) == {}
     assert merge_reports([{"received": 1, "flag": True}]) == {"received": 1, "flag": True}
     assert merge_reports([{"flag": True}, {"flag": False}]) == {"flag": True}
+
+
+def test_a_worker_that_ends_unasked_is_a_failure() -> None:
+    """Without --duration a worker has no reason to end by itself: a clean exit unasked
+    leaves the gateway a worker short, so the supervisor reports it and stops the others."""
+    from sipwarden.gateway.workers import Supervisor
+
+    def worker_main(channel: WorkerChannel) -> int:
+        channel.listening({"pid": os.getpid()})
+        if channel.index == 0:
+            return 0
+        # As a gateway does once its handlers are in: SIGTERM (default action) ends it.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM])
+        time.sleep(30)
+        return 0
+
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    try:
+        result = Supervisor(2, worker_main, stop_timeout_s=5).run(lambda infos: None)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # run() leaves them blocked
+    assert [e.index for e in result.failed] == [0]

@@ -265,6 +265,8 @@ def gateway_command(
     settings = load_settings(config) if config is not None else Settings()
     plan = GatewayPlan.resolve(flags, settings)
     check_tls_files(plan)  # before any socket: a bad file is an error now, not at a handshake
+    if plan.blocklist_db is not None:
+        _open_blocklist(plan.blocklist_db)
     if plan.workers == 1:
         worker = _Worker(plan, flags, config, secret=plan.secret)
         report = worker.serve(duration, announce=True)
@@ -485,7 +487,7 @@ def _check_key_file(path: Path) -> None:
     from sipwarden.config import private_file_problem  # noqa: PLC0415
 
     info = _open_pem(path, "TLS private key (--tls-key, gateway.tls_key)")
-    problem = private_file_problem(info.st_mode)
+    problem = private_file_problem(info.st_mode, info.st_uid)
     if problem is not None:
         raise InputError(str(path), f"TLS private key (--tls-key, gateway.tls_key) {problem}")
 
@@ -579,6 +581,7 @@ class _Worker:
         #: Findings and evictions of engines replaced by a reload (for the exit report).
         self.retired_findings: list[Finding] = []
         self.retired_findings_dropped = 0
+        self.retired_engine_findings_dropped = 0
         self.retired_evictions = 0
         self.reloads = 0
         self.reload_errors = 0
@@ -635,7 +638,7 @@ class _Worker:
                 signal.pthread_sigmask, signal.SIG_UNBLOCK, FORWARDED_SIGNALS
             )
             try:
-                await server.run(duration)
+                await server.run(duration, block_signals_after=True)
             finally:
                 signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
 
@@ -643,11 +646,10 @@ class _Worker:
             asyncio.run(run())
         finally:
             if self.shared is not None:
-                # The bans of the last second are written before the file is closed.
-                try:
-                    self.shared(time.time())
-                except SipwardenError as exc:
-                    log.error("the last gateway bans could not be written: %s", exc)
+                # Every ban not yet written is written before the file is closed.
+                left = self.shared.drain(time.time())
+                if left:
+                    log.error("%d gateway bans could not be written to %s", left, self.shared)
                 self.shared.close()
         return self.report()
 
@@ -696,6 +698,7 @@ class _Worker:
             )
         if after.gateway.policy != before.gateway.policy:
             # Same Enforcer, same store: bans survive; the rate limits' state starts afresh.
+            self.retired_evictions += self.enforcer.policy.evictions()
             self.enforcer.policy = Policy(after.gateway.policy)
         sanitizer: Sanitizer | None = None
         if after.gateway.sanitize != before.gateway.sanitize:
@@ -712,7 +715,23 @@ class _Worker:
         self.reloads += 1
         log.info("reloaded %s", self.config, extra={"config": str(self.config)})
 
+    def _blocklist_counts(self) -> dict[str, int]:
+        """What became of the gateway's bans: applied, refused (store full) and, with a shared
+        store, written, write failures (retried), dropped from a full queue, still pending."""
+        counts = {"applied": len(self.enforcer.recent), "refused": self.enforcer.bans_refused}
+        shared = self.shared
+        if shared is not None:
+            counts |= {
+                "written": shared.flushed,
+                "write_failures": shared.flush_failures,
+                "queue_overflow": shared.pending_overflow,
+                "not_written": len(shared.pending),
+                "refused_by_shared_store": shared.store.refusals,
+            }
+        return counts
+
     def _retire(self, engine: Engine) -> None:
+        self.retired_engine_findings_dropped += engine.stats.findings_dropped
         self.retired_evictions += engine.evictions()
         findings = engine.finish()
         room = MAX_RETIRED_FINDINGS - len(self.retired_findings)
@@ -751,7 +770,10 @@ class _Worker:
                 for o in enforcer.recent
             ],
             "findings": [f.to_json() for f in findings],
-            "findings_dropped": self.retired_findings_dropped,
+            "findings_dropped": self.retired_findings_dropped
+            + engine.stats.findings_dropped
+            + self.retired_engine_findings_dropped,
+            "blocklist": self._blocklist_counts(),
         }
 
 
@@ -783,6 +805,7 @@ def _supervise(
     from sipwarden.gateway.workers import Supervisor, merge_reports  # noqa: PLC0415
     from sipwarden.observability import configure_logging  # noqa: PLC0415
 
+    _probe_listen(plan.listen)
     # One key for every worker: a response may come back through any of them, and each must
     # recognise the branch another one wrote. Made here, handed over by fork, never written.
     secret = plan.secret if plan.secret is not None else os.urandom(32)
@@ -810,7 +833,8 @@ def _supervise(
         channel.report(report)
         return 0
 
-    result = Supervisor(plan.workers, worker_main).run(lambda infos: _announce(infos, plan))
+    supervisor = Supervisor(plan.workers, worker_main, ends_by_itself=duration is not None)
+    result = supervisor.run(lambda infos: _announce(infos, plan))
     report = merge_reports([result.reports[i] for i in sorted(result.reports)])
     report["workers"] = plan.workers
     # What each worker saw: how evenly SO_REUSEPORT spreads the flows, at a glance.
@@ -857,8 +881,45 @@ def _announce(infos: Sequence[Mapping[str, Any]], plan: GatewayPlan) -> None:
 
 
 def _print_report(report: Mapping[str, Any]) -> None:
-    sys.stdout.write(json.dumps(report, ensure_ascii=False, indent=2) + "\n")
-    sys.stdout.flush()
+    # ASCII: the report carries what attackers sent (User-Agents in findings); escaped, it is
+    # valid JSON and UTF-8 whatever the locale.
+    try:
+        sys.stdout.write(json.dumps(report, ensure_ascii=True, indent=2) + "\n")
+        sys.stdout.flush()
+    except OSError as exc:
+        raise InputError("stdout", f"cannot write the exit report: {exc.strerror or exc}") from None
+
+
+def _open_blocklist(path: Path) -> None:
+    """Create (or check) the shared blocklist once, before any worker opens it: N processes
+    switching a new file to WAL at once can see it locked. A file that did not exist is
+    created empty, with a warning: a misspelt path would otherwise enforce nothing, silently."""
+    from sipwarden.store.sqlite import SqliteBlocklistStore  # noqa: PLC0415
+
+    existed = path.exists()
+    SqliteBlocklistStore(path).close()  # InputError/StoreUnavailable name the file
+    if not existed:
+        log.warning("created a new, empty blocklist %s (was the path meant?)", path)
+
+
+def _probe_listen(listen: Sequence[Endpoint]) -> None:
+    """Fail when a listen address is already in use - by another gateway too: workers bind
+    with SO_REUSEPORT, which would let them join another process's port and share its
+    traffic. A bind without the option, closed at once, tells."""
+    import socket  # noqa: PLC0415
+
+    from sipwarden.net import Transport  # noqa: PLC0415
+
+    for endpoint in listen:
+        family = socket.AF_INET6 if ":" in endpoint.ip else socket.AF_INET
+        kind = socket.SOCK_DGRAM if endpoint.transport is Transport.UDP else socket.SOCK_STREAM
+        with socket.socket(family, kind) as probe:
+            if kind == socket.SOCK_STREAM:  # as the server will (TIME_WAIT is no conflict)
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((endpoint.ip, endpoint.port))
+            except OSError as exc:
+                raise InputError(_text(endpoint), f"cannot listen: {exc.strerror or exc}") from None
 
 
 def _text(endpoint: Endpoint) -> str:

@@ -39,7 +39,13 @@ from sipwarden.detect.finding import Finding
 from sipwarden.detect.observation import Observation
 from sipwarden.gateway.policy import Policy as GatewayPolicy
 from sipwarden.gateway.verdict import Verdict
-from sipwarden.store.base import AddRequest, BlockEntry, StoreFull, StoreUnavailable
+from sipwarden.store.base import (
+    AUTOMATIC_ORIGINS,
+    AddRequest,
+    BlockEntry,
+    StoreFull,
+    StoreUnavailable,
+)
 from sipwarden.store.memory import MemoryBlocklistStore
 
 __all__ = ["AppliedBan", "Enforcer", "SharedBlocklist"]
@@ -102,7 +108,13 @@ class Enforcer:
         return self.policy.allow_header
 
     def is_blocked(self, ip: str, now: float) -> bool:
-        return self.store.get(ip, now) is not None
+        """On the blocklist - except a trusted peer under an automatic ban (one applied before
+        it was made trusted, or learnt from a peer operator): trust wins over what sipwarden
+        decided by itself; an operator's own ban of it is honoured."""
+        entry = self.store.get(ip, now)
+        if entry is None:
+            return False
+        return entry.origin not in AUTOMATIC_ORIGINS or not self.policy.trusted(ip)
 
     def __call__(
         self, obs: Observation, now: float, findings: Sequence[Finding], raw: bytes = b""
@@ -241,6 +253,19 @@ class SharedBlocklist:
                 except StoreFull:
                     self.enforcer.bans_refused += 1
         return None
+
+    def drain(self, now: float, busy_timeout_s: float = 5.0) -> int:
+        """Write every pending ban (at exit), waiting up to ``busy_timeout_s`` per batch for
+        another writer's lock (other workers drain at the same moment); how many are left."""
+        self.store.set_busy_timeout(busy_timeout_s)
+        while self.pending:
+            before = len(self.pending)
+            if self._flush(now) is not None or len(self.pending) >= before:
+                break
+        return len(self.pending)
+
+    def __str__(self) -> str:
+        return str(self.store.path)
 
     def close(self) -> None:
         """Close the database connection (pending bans not yet written are lost)."""

@@ -656,8 +656,13 @@ class GatewayServer:
         if self._stop is not None:
             self._stop.set()
 
-    async def run(self, duration: float | None = None) -> None:
-        """Serve until SIGINT/SIGTERM, :meth:`stop` or ``duration`` seconds have passed."""
+    async def run(
+        self, duration: float | None = None, *, block_signals_after: bool = False
+    ) -> None:
+        """Serve until SIGINT/SIGTERM, :meth:`stop` or ``duration`` seconds have passed.
+        ``block_signals_after``: the handled signals are blocked before their handlers go and
+        stay blocked (a command that still has a report to write must not be ended by a
+        signal arriving while it shuts down; it exits right after)."""
         loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         if self.proxy is None:
@@ -680,6 +685,8 @@ class GatewayServer:
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
+            if block_signals_after and handled:
+                signal.pthread_sigmask(signal.SIG_BLOCK, handled)
             for sig in handled:
                 loop.remove_signal_handler(sig)
             self.close()

@@ -172,6 +172,7 @@ class Supervisor:
         *,
         startup_timeout_s: float = 30.0,
         stop_timeout_s: float = 10.0,
+        ends_by_itself: bool = False,
     ) -> None:
         if count < 1:
             raise ValueError("count must be >= 1")
@@ -182,6 +183,9 @@ class Supervisor:
         self.startup_timeout_s = startup_timeout_s
         #: Workers asked to stop that are still running after this are killed (SIGKILL).
         self.stop_timeout_s = stop_timeout_s
+        #: Workers end on their own (``--duration``): a clean exit unasked is then expected;
+        #: otherwise it leaves the gateway a worker short, and counts as a failure.
+        self.ends_by_itself = ends_by_itself
         self._children: dict[int, _Child] = {}
         self._stop_requested_at: float | None = None
         self._killed = False
@@ -213,6 +217,10 @@ class Supervisor:
             self._reap_all(result)
             raise
         finally:
+            # Blocked before the handlers are restored, and left blocked: a signal from now on
+            # must not end the parent before it has printed the merged report (the process
+            # exits right after; a caller that goes on restores its own mask).
+            signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
             for sig, handler in previous.items():
                 signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
         return result
@@ -328,7 +336,9 @@ class Supervisor:
             result.reports[child.index] = data
         elif kind == "error" and isinstance(data, str):
             child.error = data
-            # One worker cannot start: neither can the gateway; stop the others.
+            if child.index in result.listening:  # failed after starting: a failure like a crash
+                log.error("worker %d failed: %s", child.index, data)
+            # One worker cannot start (or run): neither can the gateway; stop the others.
             self._stop_all()
 
     def _reap(self, child: _Child, result: SupervisorResult) -> None:
@@ -351,7 +361,10 @@ class Supervisor:
             -signal.SIGTERM,
             -signal.SIGINT,
         )
-        if code == 0 or (stopped_by_us and not self._killed) or child.error is not None:
+        unasked = code == 0 and self._stop_requested_at is None and not self.ends_by_itself
+        if child.error is not None and child.index not in result.listening:
+            return  # could not start: reported by _wait
+        if not unasked and (code == 0 or (stopped_by_us and not self._killed)):
             return
         result.failed.append(ended)
         log.error("worker %d (pid %d) ended: %s", child.index, child.pid, ended.describe())
