@@ -88,6 +88,37 @@ def test_sighup_applies_a_new_policy_and_survives_a_broken_config(tmp_path: Path
     assert report["rejected"] == {"405": {"method_not_allowed": 1}}
 
 
+def test_traffic_keeps_flowing_through_reloads(tmp_path: Path) -> None:
+    """Requests sent while SIGHUPs arrive are all forwarded: the sockets stay and the swap
+    happens between two messages."""
+    port = free_udp_port()
+    config = tmp_path / "sipwarden.toml"
+    with udp_socket() as upstream, udp_socket() as client:
+        head = (
+            f'[gateway]\nlisten = ["udp:127.0.0.1:{port}"]\n'
+            f'upstream = "udp:127.0.0.1:{upstream.getsockname()[1]}"\n'
+            '[gateway.policy]\ntrusted_peers = ["127.0.0.1/32"]\n'  # no rate limit here
+        )
+        config.write_text(head)
+        client_port = client.getsockname()[1]
+        gateway = Gateway("--config", str(config), "--duration", "20")
+        try:
+            gateway.listening()
+            for n in range(60):
+                if n % 10 == 5:
+                    sanitize = "strip_versions" if n % 20 == 5 else "remove"
+                    config.write_text(head + f'[gateway.sanitize]\nproduct_mode = "{sanitize}"\n')
+                    gateway.proc.send_signal(signal.SIGHUP)
+                client.sendto(request(client_port, f"z9hG4bKflow{n}"), ("127.0.0.1", port))
+                upstream.recvfrom(65535)  # every one arrives (3 s timeout each)
+            report = gateway.stop()
+        finally:
+            gateway.close()
+    assert gateway.proc.returncode == 0, gateway.lines
+    assert report["forwarded_requests"] == 60
+    assert report["reloads"] >= 1 and report["reload_errors"] == 0
+
+
 def test_sighup_without_config_is_logged_and_harmless() -> None:
     gateway = Gateway(
         "--listen", f"udp:127.0.0.1:{free_udp_port()}", "--upstream", "udp:127.0.0.1:5070",
