@@ -14,12 +14,15 @@ a client behind NAT could not be reached that way, and an attacker could make th
 connect to third parties. No connection: dropped, counted (``no_route``).
 
 Bounds, because connections cost an attacker nothing (:class:`~sipwarden.gateway.server.
-StreamOptions`): a maximum number of connections and per source IP; a first message (or a
-TLS handshake) within ``handshake_timeout_s`` (slowloris); an idle timeout; at most
-``MAX_WRITE_BUFFER`` bytes queued toward a peer that does not read; the framer's own limits
-(four messages' worth at most buffered). A blocklisted source is closed on accept, before its
-first byte is read. Unframeable bytes close the connection and are reported to the engine as a
-malformed message (:meth:`~sipwarden.gateway.proxy.StatelessProxy.on_framing_error`).
+StreamOptions`): a maximum number of connections, and per source IPv4 address or IPv6 /64,
+counted on accept - a TLS connection is admitted as plain TCP and only then upgraded
+(``start_tls``), so handshakes in progress count and a blocklisted source never gets the
+server's signature; a first message (or the TLS handshake) within ``handshake_timeout_s``, and
+a message once begun finished within it too (slowloris, a byte at a time); an idle timeout
+counted from SIP activity; at most ``MAX_WRITE_BUFFER`` bytes queued toward a peer that does
+not read; the framer's own limits (four messages' worth at most buffered). Unframeable bytes
+close the connection and are reported to the engine as a malformed message
+(:meth:`~sipwarden.gateway.proxy.StatelessProxy.on_framing_error`).
 
 The upstream side is one connection (:class:`UpstreamStream`), opened at start (a gateway that
 cannot reach or verify its upstream should say so at once) and re-opened on demand after it
@@ -143,6 +146,7 @@ class StreamConnection(asyncio.Protocol):
         #: True while the TLS handshake runs: nothing may be written in the clear.
         self.upgrading = False
         self._early: list[bytes] = []
+        self._upgrade_task: asyncio.Task[None] | None = None
         self.framer = StreamFramer(limits)
         self.opened = now()
         #: Last SIP activity (a message or a keep-alive), for the idle timeout: bytes that do
@@ -170,7 +174,8 @@ class StreamConnection(asyncio.Protocol):
             # No byte is read in the clear: start_tls resumes reading through TLS.
             transport.pause_reading()  # type: ignore[attr-defined]
             self.upgrading = True
-            asyncio.get_running_loop().create_task(self._upgrade(self._tls))
+            # Kept: the loop holds only a weak reference to a task.
+            self._upgrade_task = asyncio.get_running_loop().create_task(self._upgrade(self._tls))
 
     async def _upgrade(self, context: ssl.SSLContext) -> None:
         raw = self.transport
