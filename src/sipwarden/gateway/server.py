@@ -13,8 +13,10 @@ UDP is read without asyncio's datagram transport: each readable socket is draine
 ``READ_BURST`` non-blocking ``recvfrom(RECV_MAX)`` calls into two queues, and a drain callback
 inspects them between reads:
 
-* the **priority lane** holds the upstream's datagrams and those of the policy's trusted peers
-  (answers to calls in progress, the SBC/trunk that must keep working), inspected first;
+* the **upstream lane** holds the upstream's datagrams (answers to calls in progress; its
+  socket is connected, so they cannot be forged), all inspected first and never shed;
+* the **priority lane** holds those of the policy's trusted peers (the SBC/trunk that must
+  keep working), inspected next within the pass's time budget;
 * the **backlog** holds everyone else's, at most ``MAX_BACKLOG``; once full, new datagrams
   are *shed* before inspection - counted as dropped ``overload``, never answered (an answer
   would cost what we are short of). Inspection takes ~0.2-0.3 ms a message in pure Python, and
@@ -234,8 +236,8 @@ class GatewayServer:
         #: Called on SIGHUP (the CLI re-reads its config and calls :meth:`reconfigure`).
         self.on_reload = on_reload
         self._udp: dict[Endpoint, _Udp] = {}
-        #: Read but not yet inspected: the upstream's and trusted peers' datagrams, and the
-        #: rest (bounded: beyond it, datagrams are shed, see the module docstring).
+        #: Read but not yet inspected, in three lanes: the upstream's (never shed), trusted
+        #: peers', and the rest (bounded: beyond it datagrams are shed, see the module doc).
         self._upstream_lane: deque[_Queued] = deque()
         self._priority: deque[_Queued] = deque()
         self._backlog: deque[_Queued] = deque()
@@ -252,7 +254,7 @@ class GatewayServer:
         self._listeners: list[asyncio.Server] = []
         self._up_stream: UpstreamStream | None = None
         #: Open TCP/TLS connections from the untrusted side, by (listen endpoint, peer IP,
-        #: peer port), and how many each source IP holds.
+        #: peer port), and how many each source holds (IPv4 address, IPv6 /64).
         self._conns: dict[tuple[Endpoint, str, int], StreamConnection] = {}
         self._per_source: Counter[str] = Counter()
         #: Framed stream messages read, by side.
