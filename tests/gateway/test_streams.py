@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -144,6 +144,16 @@ async def gateway(
     finally:
         server.stop()
         await asyncio.wait_for(task, 5)
+
+
+@asynccontextmanager
+async def tcp_gateway(**kwargs: object) -> AsyncIterator[tuple[GatewayServer, int, list[bytes]]]:
+    """A gateway listening on TCP in front of :func:`udp_upstream`: (server, its port, what the
+    upstream received)."""
+    async with udp_upstream() as (_, upstream, seen):
+        listen = [Endpoint("127.0.0.1", 0, Transport.TCP)]
+        async with gateway(listen, upstream, **kwargs) as server:
+            yield server, server.local_endpoints[0].port, seen
 
 
 def test_parse_address_transports() -> None:
@@ -304,38 +314,28 @@ def test_request_from_core_reaches_a_tcp_client_over_its_connection() -> None:
     asyncio.run(scenario())
 
 
-def _connect_many(port: int, n: int) -> Callable[[], object]:
-    async def opened() -> list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
-        return [await asyncio.open_connection("127.0.0.1", port) for _ in range(n)]
-
-    return opened
-
-
 def test_connection_bounds_slowloris_per_source_and_framing() -> None:
     options = StreamOptions(handshake_timeout_s=0.3, max_connections_per_source=2)
 
     async def scenario() -> None:
-        async with udp_upstream() as (_, upstream, _):
-            listen = [Endpoint("127.0.0.1", 0, Transport.TCP)]
-            async with gateway(listen, upstream, streams=options) as server:
-                port = server.local_endpoints[0].port
-                conns = await _connect_many(port, 3)()  # type: ignore[misc]
-                # The third from the same IP is closed at once.
-                assert await closed(conns[2][0], timeout=2)
-                assert server.connections_refused["max_connections_per_source"] == 1
-                # The two that say nothing are closed by the next sweep (slowloris).
-                assert await closed(conns[0][0]) and await closed(conns[1][0])
-                assert server.connections_closed["silent"] == 2
-                # Bytes that cannot start a SIP message: closed, seen by the engine as malformed.
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.write(b"\x16\x03\x01 not sip\r\n\r\n")
-                assert await closed(reader)
-                assert server.connections_closed["framing"] == 1
-                assert server.proxy is not None
-                assert server.proxy.stats.dropped[DropReason.MALFORMED] == 1
-                assert server.connection_counts()["outside"] == 0
-                for _, w in [*conns, (reader, writer)]:
-                    w.close()
+        async with tcp_gateway(streams=options) as (server, port, _):
+            conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+            # The third from the same IP is closed at once.
+            assert await closed(conns[2][0], timeout=2)
+            assert server.connections_refused["max_connections_per_source"] == 1
+            # The two that say nothing are closed by the next sweep (slowloris).
+            assert await closed(conns[0][0]) and await closed(conns[1][0])
+            assert server.connections_closed["silent"] == 2
+            # Bytes that cannot start a SIP message: closed, seen by the engine as malformed.
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"\x16\x03\x01 not sip\r\n\r\n")
+            assert await closed(reader)
+            assert server.connections_closed["framing"] == 1
+            assert server.proxy is not None
+            assert server.proxy.stats.dropped[DropReason.MALFORMED] == 1
+            assert server.connection_counts()["outside"] == 0
+            for _, w in [*conns, (reader, writer)]:
+                w.close()
 
     asyncio.run(scenario())
 
@@ -344,16 +344,13 @@ def test_idle_connection_is_closed() -> None:
     options = StreamOptions(idle_timeout_s=0.3)
 
     async def scenario() -> None:
-        async with udp_upstream() as (_, upstream, _):
-            listen = [Endpoint("127.0.0.1", 0, Transport.TCP)]
-            async with gateway(listen, upstream, streams=options) as server:
-                port = server.local_endpoints[0].port
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.write(request("TCP", 5099, "z9hG4bKidle"))
-                await read_message(reader)
-                assert await closed(reader)
-                assert server.connections_closed["idle"] == 1
-                writer.close()
+        async with tcp_gateway(streams=options) as (server, port, _):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(request("TCP", 5099, "z9hG4bKidle"))
+            await read_message(reader)
+            assert await closed(reader)
+            assert server.connections_closed["idle"] == 1
+            writer.close()
 
     asyncio.run(scenario())
 
@@ -363,16 +360,13 @@ def test_blocklisted_source_is_closed_on_accept() -> None:
     enforcer.store.put(BlockEntry("127.0.0.1/32", "test", "cli", 0.0, None), 0.0)
 
     async def scenario() -> None:
-        async with udp_upstream() as (_, upstream, seen):
-            listen = [Endpoint("127.0.0.1", 0, Transport.TCP)]
-            async with gateway(listen, upstream, policy=enforcer) as server:
-                port = server.local_endpoints[0].port
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.write(request("TCP", 5099, "z9hG4bKblk"))
-                assert await closed(reader, timeout=2)
-                assert server.connections_refused["blocklisted"] == 1
-                assert not seen
-                writer.close()
+        async with tcp_gateway(policy=enforcer) as (server, port, seen):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(request("TCP", 5099, "z9hG4bKblk"))
+            assert await closed(reader, timeout=2)
+            assert server.connections_refused["blocklisted"] == 1
+            assert not seen
+            writer.close()
 
     asyncio.run(scenario())
 
@@ -427,21 +421,18 @@ def test_a_message_trickled_a_byte_at_a_time_is_cut_off() -> None:
     options = StreamOptions(handshake_timeout_s=0.3, idle_timeout_s=60)
 
     async def scenario() -> None:
-        async with udp_upstream() as (_, upstream, _):
-            listen = [Endpoint("127.0.0.1", 0, Transport.TCP)]
-            async with gateway(listen, upstream, streams=options) as server:
-                port = server.local_endpoints[0].port
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.write(b"\r\n\r\n")  # a keep-alive: the peer "speaks SIP"
-                assert await asyncio.wait_for(reader.readexactly(2), 3) == b"\r\n"
-                for byte in request("TCP", 5099, "z9hG4bKslow")[:12]:
-                    writer.write(bytes([byte]))
-                    await asyncio.sleep(0.2)
-                    if writer.is_closing() or reader.at_eof():
-                        break
-                assert await closed(reader)
-                assert server.connections_closed["incomplete"] == 1
-                writer.close()
+        async with tcp_gateway(streams=options) as (server, port, _):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"\r\n\r\n")  # a keep-alive: the peer "speaks SIP"
+            assert await asyncio.wait_for(reader.readexactly(2), 3) == b"\r\n"
+            for byte in request("TCP", 5099, "z9hG4bKslow")[:12]:
+                writer.write(bytes([byte]))
+                await asyncio.sleep(0.2)
+                if writer.is_closing() or reader.at_eof():
+                    break
+            assert await closed(reader)
+            assert server.connections_closed["incomplete"] == 1
+            writer.close()
 
     asyncio.run(scenario())
 
