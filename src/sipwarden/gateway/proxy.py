@@ -548,13 +548,11 @@ class StatelessProxy:
         peer = Endpoint(ip, int.from_bytes(body[-2:], "big"), self.config.listen[index].transport)
         return index, peer, bool(body[0] & _SIPS_FLAG)
 
-    def _own_entry(self, local: Endpoint, token: str, request: Request | None = None) -> str:
+    def _own_entry(self, local: Endpoint, token: str, sips: bool = False) -> str:
         """Our Record-Route / Path entry on the side of ``local`` (loose routing, RFC 3261
-        §16.6 step 4), naming the flow ``token``: a SIPS URI on a TLS side when ``request``
-        is for a SIPS URI (§16.6 step 4: the entry must then be SIPS too)."""
-        scheme = "sip"
-        if local.transport is Transport.TLS and request is not None and _is_sips(request):
-            scheme = "sips"
+        §16.6 step 4), naming the flow ``token``: a SIPS URI on a TLS side when the dialog is
+        for a SIPS URI (§16.6 step 4: the entry must then be SIPS too)."""
+        scheme = "sips" if sips and local.transport is Transport.TLS else "sip"
         transport = "" if local.transport is Transport.UDP else f";transport={local.transport}"
         return f"<{scheme}:{_host(local.ip)}:{local.port}{transport};lr;{FLOW_PARAM}={token}>"
 
@@ -570,12 +568,13 @@ class StatelessProxy:
             mode = self.config.path
             if mode == "never" or (mode == "if_supported" and not _supports_path(request)):
                 return None
-            token = self._flow_token(index, peer, _is_sips(request))
-            return ("Path", self._own_entry(side, token, request))
+            sips = _is_sips(request)
+            return ("Path", self._own_entry(side, self._flow_token(index, peer, sips), sips))
         to = request.to
         if request.method in _DIALOG_METHODS and (to is None or to.tag is None):
-            token = self._flow_token(index, peer, _is_sips(request))
-            return ("Record-Route", self._own_entry(side, token, request))
+            sips = _is_sips(request)
+            token = self._flow_token(index, peer, sips)
+            return ("Record-Route", self._own_entry(side, token, sips))
         return None
 
     def _reachable(self, dest: Endpoint, local: Endpoint) -> bool:
@@ -633,9 +632,7 @@ class StatelessProxy:
         flow = self._open_flow(token)
         if flow is None or flow[1].ip != peer.ip or (exact and flow[1].port != peer.port):
             return entry
-        scheme = "sips" if flow[2] and other.transport is Transport.TLS else "sip"
-        transport = "" if other.transport is Transport.UDP else f";transport={other.transport}"
-        return f"<{scheme}:{_host(other.ip)}:{other.port}{transport};lr;{FLOW_PARAM}={token}>"
+        return self._own_entry(other, token, sips=flow[2])
 
     def state_size(self) -> int:
         """Entries in the proxy's own table (UDP flows kept alive)."""
